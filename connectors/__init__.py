@@ -1,0 +1,1 @@
+"""Connectors fetch data items from their authoritative sources over HTTP."""

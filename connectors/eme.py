@@ -1,0 +1,25 @@
+"""e-ME: the citizen's own profile store. Contact items are self-declared (unverified); the
+residential address counts as verified only when an address proof backs it."""
+from __future__ import annotations
+
+from schemas.departments import ProfileReply
+
+from .base import Connector, ItemValue
+
+
+class EMEConnector(Connector):
+    source = "eme"
+    schema = ProfileReply()
+
+    def fetch(self, hkid: str, items: list[str]) -> dict[str, ItemValue]:
+        reply = self._load(self.schema, self.client.lookup("/eme/v1/profile", {"hkid": hkid}))
+        out = {}
+        as_of = reply["as_of"]
+        if "contact.mobile" in items and reply.get("mobile"):
+            out["contact.mobile"] = ItemValue(reply["mobile"], self.source, False, as_of)
+        if "contact.email" in items and reply.get("email"):
+            out["contact.email"] = ItemValue(reply["email"], self.source, False, as_of)
+        if "address.residential" in items and reply.get("address"):
+            out["address.residential"] = ItemValue(
+                reply["address"], self.source, bool(reply.get("address_verified_by")), as_of)
+        return out

@@ -1,0 +1,74 @@
+"""The Consented Data Exchange Gateway.
+
+``create_app(config)`` is the only place that wires things together: configuration, the
+runtime (database, Redis, keys, connectors), the edges (OAuth, data API, citizen pages) and
+the one error mapping.
+"""
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask, g, request
+
+from gateway.config import Config
+from gateway.instance import Gateway
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                                "img-src 'self' data:; form-action 'self' {form_targets}; "
+                                "frame-ancestors 'none'; object-src 'none'; base-uri 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def create_app(config: Config | None = None, *, clock=None, departments_app=None) -> Flask:
+    config = config or Config.from_env()
+    app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
+    gw = Gateway(config, clock=clock, departments_app=departments_app)
+    app.extensions["cdeg"] = gw
+    app.config.update(
+        CDEG_ISSUER=config.issuer,
+        MAX_CONTENT_LENGTH=config.max_body_bytes,
+        MAX_FORM_MEMORY_SIZE=config.max_body_bytes,
+        SECRET_KEY=gw.session_secret,
+        JSON_SORT_KEYS=False,
+        TEMPLATES_AUTO_RELOAD=False,
+    )
+    app.json.ensure_ascii = False
+    app.jinja_env.autoescape = True
+
+    from gateway.web.session import RedisSessionInterface
+    app.session_interface = RedisSessionInterface(gw)
+
+    from gateway import errors, wellknown
+    from gateway.api.data import bp as api_bp
+    from gateway.oauth.views import bp as oauth_bp
+    from gateway.web import auth, consent, me  # noqa: F401 - they register their routes
+    from gateway.web.pages import bp as web_bp
+    app.register_blueprint(wellknown.bp)
+    app.register_blueprint(oauth_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(web_bp)
+    errors.init_app(app)
+
+    @app.before_request
+    def _request_id():
+        g.request_id = secrets.token_hex(8)
+
+    @app.after_request
+    def _headers(resp):
+        for name, value in SECURITY_HEADERS.items():
+            resp.headers.setdefault(name, value.replace("{form_targets}", _form_targets()))
+        if request.path.startswith(("/me", "/login", "/oauth/", "/api/")):
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def _form_targets() -> str:
+        # Approve/Decline redirect (303) to the requester's registered URI; browsers apply
+        # form-action to redirects after a form post, so the page names the requester's origin.
+        return g.get("form_action_extra", "")
+
+    return app

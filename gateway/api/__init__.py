@@ -1,0 +1,1 @@
+"""The requesters' data API under /api/v1."""

@@ -1,0 +1,38 @@
+"""GET /api/v1/data: the consented items, as JSON or as a JWS signed by the gateway."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from gateway.errors import ApiProblem
+from gateway.exchange.release import parse_items, release
+from gateway.tokens import jose
+from gateway.tokens.access import new_jti
+
+from .bearer import current_claims
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+JSON, JWT = "application/json", "application/jwt"
+
+
+@bp.get("/data")
+def data():
+    claims = current_claims()
+    unknown = set(request.args) - {"items"}
+    if unknown:
+        raise ApiProblem(400, "bad-request", "unknown query parameter",
+                         errors={k: ["unknown parameter"] for k in sorted(unknown)})
+    wanted = request.accept_mimetypes.best_match([JSON, JWT], default=JSON) \
+        if request.accept_mimetypes else JSON
+    if request.accept_mimetypes and request.accept_mimetypes.quality(wanted) == 0:
+        raise ApiProblem(406, "not-acceptable", "answers are application/json or application/jwt")
+    body = release(current_app.extensions["cdeg"], claims, parse_items(request.args.get("items")))
+    if wanted == JWT:
+        gw = current_app.extensions["cdeg"]
+        now = gw.clock.now()
+        signed = jose.sign({"iss": gw.config.issuer, "aud": claims["client_id"], "iat": now,
+                            "jti": new_jti(), **body}, gw.keyring.signing_key, typ="cdeg-data+jwt")
+        return signed, 200, {"Content-Type": JWT, "Cache-Control": "no-store"}
+    resp = jsonify(body)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

@@ -1,0 +1,192 @@
+"""The ``cdeg`` command: the operator's whole interface (SPEC section 10)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.config import Config, ConfigError
+
+
+def _config(**overrides) -> Config:
+    try:
+        return Config.from_env(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _gateway(config: Config | None = None):
+    from gateway.instance import Gateway
+    return Gateway(config or _config())
+
+
+@click.group(help="CDEG — the Consented Data Exchange Gateway.")
+def main():
+    pass
+
+
+@main.command(help="Run the gateway (seeds demo data into an empty embedded instance).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int):
+    import os
+
+    from werkzeug.serving import run_simple
+
+    from gateway import create_app
+    from gateway.demo.seed import is_empty, seed
+    overrides = {} if os.environ.get("CDEG_ISSUER") else {"issuer": f"http://{host}:{port}"}
+    config = _config(**overrides)
+    app = create_app(config)
+    gw = app.extensions["cdeg"]
+    if config.demo and is_empty(gw):
+        seeded = seed(gw)
+        click.echo(f"seeded demo data: requesters {', '.join(seeded)}; citizen CHAN Tai Man A123456(3)")
+    where = "embedded SQLite + in-process Redis" if config.embedded_redis else "configured services"
+    click.echo(f"CDEG gateway on {config.issuer} ({where}); instance {config.instance_dir}")
+    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+
+
+@main.command(help="Run an RQ worker on CDEG_REDIS_URL.")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+def worker(burst: bool):
+    from rq import SimpleWorker
+
+    from gateway.jobs.runtime import use_gateway
+    from gateway.store.queue import queue_for
+    config = _config()
+    if not config.redis_url:
+        raise click.ClickException("CDEG_REDIS_URL is not set: embedded instances run jobs inline")
+    gw = _gateway(config)
+    use_gateway(gw)
+    SimpleWorker([queue_for(gw)], connection=gw.redis.client).work(burst=burst)
+
+
+@main.group(help="The database schema.")
+def db():
+    pass
+
+
+@db.command("upgrade", help="Create or migrate the schema.")
+def db_upgrade():
+    from gateway.store import db as store
+    config = _config()
+    engine = store.make_engine(config.sqlalchemy_url)
+    Path(config.instance_dir).mkdir(parents=True, exist_ok=True)
+    store.upgrade(engine)
+    click.echo(f"schema up to date in {engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command(help="Load the demo data (refused under CDEG_ENV=production).")
+@click.option("--demo", is_flag=True, required=True, help="Load the demo requesters and citizen.")
+def seed(demo: bool):
+    from gateway.demo.seed import DemoRefused, seed as run_seed
+    config = _config()
+    if config.production:
+        raise click.ClickException("demo data is refused under CDEG_ENV=production")
+    try:
+        done = run_seed(_gateway(config))
+    except DemoRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"seeded requesters: {', '.join(done)}")
+
+
+@main.group(help="The mock department services.")
+def departments():
+    pass
+
+
+@departments.command("serve", help="Run the mock ImmD, e-ME and utilities services.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=int)
+def departments_serve(host: str, port: int):
+    from werkzeug.serving import run_simple
+
+    from connectors.mock.departments import create_app
+    click.echo(f"mock departments on http://{host}:{port}")
+    run_simple(host, port, create_app(), threaded=True)
+
+
+@main.group(help="Requesters (OAuth clients).")
+def clients():
+    pass
+
+
+@clients.command("register", help="Register or update a requester.")
+@click.option("--client-id", required=True)
+@click.option("--name", required=True)
+@click.option("--jwks", "jwks_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--redirect-uri", "redirect_uris", required=True, multiple=True)
+@click.option("--kind", type=click.Choice(["department", "fi"]), default="department",
+              show_default=True)
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name-zh", default=None)
+def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_file, name_zh):
+    from gateway import requester
+    from policies.engine import PolicyError, load_file
+    try:
+        jwks = json.loads(Path(jwks_file).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise click.ClickException(f"{jwks_file}: not JSON ({exc})") from exc
+    policy = None
+    if policy_file:
+        try:
+            policy = load_file(policy_file)
+        except PolicyError as exc:
+            raise click.ClickException(str(exc)) from exc
+    gw = _gateway()
+    try:
+        with gw.transaction() as conn:
+            requester.register(conn, gw.clock.now(), client_id=client_id, name=name,
+                               name_zh=name_zh, jwks=jwks, redirect_uris=list(redirect_uris),
+                               kind=kind, policy=policy)
+    except requester.RequesterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"registered {client_id} ({kind})")
+
+
+@main.group(help="The gateway's signing keys.")
+def keys():
+    pass
+
+
+@keys.command("rotate", help="Add a new signing key; the old one stays published a while.")
+def keys_rotate():
+    from gateway.clock import Clock
+    from gateway.config import ACCESS_TOKEN_TTL
+    from gateway.tokens.keyring import Keyring
+    config = _config()
+    ring = Keyring(Path(config.instance_dir) / "keys", Clock(), ACCESS_TOKEN_TTL + 60)
+    kid = ring.rotate()
+    click.echo(f"new signing key {kid}; the previous key stays in /jwks.json until the tokens "
+               f"it signed have expired")
+
+
+@main.group(help="The audit chain.")
+def audit():
+    pass
+
+
+@audit.command("verify", help="Check the hash chain; exit 1 at the first broken entry.")
+def audit_verify():
+    from gateway.audit.chain import BrokenChain, verify
+    gw = _gateway()
+    with gw.db.connect() as conn:
+        try:
+            count = verify(conn)
+        except BrokenChain as exc:
+            click.echo(f"BROKEN: {exc}", err=True)
+            sys.exit(1)
+    click.echo(f"audit chain intact: {count} entries")
+
+
+@main.command(help="Play the whole story against a fresh embedded instance.")
+def demo():
+    from gateway.demo.story import play
+    sys.exit(play(click.echo))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""A consent: its lifecycle (a transition table) and its ledger in SQL."""

@@ -1,0 +1,84 @@
+"""The citizen's side of consents: what a request would share, their list, and revoking."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from gateway.audit import chain
+from gateway.citizen import by_subject, pairwise_subject
+from gateway.clock import rfc3339
+from gateway.exchange.router import ExchangeError
+from gateway.store.db import consents, requesters
+from schemas.catalogue import label
+
+from . import ledger
+from .lifecycle import ConsentNotFound, Status
+
+
+def purpose_text(policy: dict | None, purpose: str, lang: str) -> str:
+    spec = (policy or {}).get("purposes", {}).get(purpose)
+    return spec["description"].get(lang) or spec["description"]["en"] if spec else purpose
+
+
+def requester_name(row: dict, lang: str) -> str:
+    return (row.get("name_zh") if lang == "zh-HK" else None) or row["name"]
+
+
+def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
+    """Everything the consent screen shows, with the values that would be shared."""
+    consent = pushed["consent"]
+    with gw.db.connect() as conn:
+        requester = gw.requester(conn, consent["client_id"])
+        citizen = by_subject(conn, subject_id)
+    try:
+        values = gw.router.fetch(citizen["hkid"], consent["data_items"])
+    except ExchangeError:
+        values = {}
+    rows = [{"item": i, "label": label(i, lang), **values.get(i, {"value": None})}
+            for i in consent["data_items"]]
+    until = None
+    if consent["duration"]:
+        from schemas.duration import seconds
+        until = rfc3339(gw.clock.now() + seconds(consent["duration"]))[:10]
+    return {"consent": consent, "items": rows, "until": until,
+            "requester_name": requester_name(requester, lang),
+            "purpose_text": purpose_text(requester["policy"], consent["purpose"], lang)}
+
+
+def overview(gw, subject_id: str, lang: str) -> list[dict]:
+    now = gw.clock.now()
+    out = []
+    with gw.db.connect() as conn:
+        rows = conn.execute(select(consents, requesters.c.name, requesters.c.name_zh,
+                                   requesters.c.policy)
+                            .join(requesters, requesters.c.client_id == consents.c.client_id)
+                            .where(consents.c.subject_id == subject_id)
+                            .order_by(consents.c.created_at.desc())).mappings().all()
+        for row in rows:
+            row = dict(row)
+            reads = [e for e in chain.for_consent(conn, row["consent_id"])
+                     if e["event"] == "data.released"]
+            out.append({
+                "consent_id": row["consent_id"], "status": ledger.live_status(row, now),
+                "requester_name": requester_name(row, lang),
+                "purpose_text": purpose_text(row["policy"], row["purpose"], lang),
+                "item_labels": [label(i, lang) for i in row["data_items"]],
+                "expires": rfc3339(row["expires_at"]) if row["expires_at"] else None,
+                "reads": [{"at": e["at"], "client_id": e["client_id"], "item_ids": e["items"],
+                           "route": e["route"]} for e in reads],
+            })
+    return out
+
+
+def revoke(gw, subject_id: str, consent_id: str) -> None:
+    """The citizen revokes one of their own consents; another's is as if it did not exist."""
+    with gw.transaction() as conn:
+        consent = ledger.get(conn, consent_id)
+        if consent["subject_id"] != subject_id:
+            raise ConsentNotFound(consent_id)
+        if ledger.live_status(consent, gw.clock.now()) == Status.EXPIRED.value \
+                and consent["status"] == Status.APPROVED.value:
+            ledger.transition(conn, gw.clock.now(), consent, "expired", subject=None)
+            return
+        ledger.transition(conn, gw.clock.now(), consent, "revoked",
+                          subject=pairwise_subject(gw.pairwise_secret, subject_id,
+                                                   consent["client_id"]))

@@ -1,0 +1,80 @@
+"""The consent ledger: every change is a lifecycle transition written with its audit entry in
+one transaction, guarded by the status it expects (``UPDATE ... WHERE status = :from``), so two
+racing changes cannot both win."""
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from gateway.audit import chain
+from gateway.store.db import consents, tokens
+
+from .lifecycle import ConsentNotFound, Status, TransitionRefused, next_status
+
+
+def new_consent_id() -> str:
+    return "cns_" + secrets.token_urlsafe(18)
+
+
+def create_requested(conn: Connection, now: int, *, client_id: str, detail: dict) -> str:
+    consent_id = new_consent_id()
+    conn.execute(consents.insert().values(
+        consent_id=consent_id, client_id=client_id, subject_id=None,
+        status=Status.REQUESTED.value, purpose=detail["purpose"],
+        data_items=list(detail["data_items"]), access=detail["access"],
+        duration=detail.get("duration"), authorization_details=[detail], created_at=now))
+    chain.append(conn, now, "consent.requested", client_id=client_id, consent_id=consent_id,
+                 items=detail["data_items"])
+    return consent_id
+
+
+def get(conn: Connection, consent_id: str) -> dict:
+    row = conn.execute(select(consents).where(consents.c.consent_id == consent_id)).mappings().first()
+    if row is None:
+        raise ConsentNotFound(consent_id)
+    return dict(row)
+
+
+def transition(conn: Connection, now: int, consent: dict, event: str, *, subject: str | None,
+               route: str = "web", values: dict | None = None) -> dict:
+    """Move ``consent`` through ``event``; audit it; end its tokens when it stops."""
+    target = next_status(consent["status"], event)
+    changes = dict(values or {}, status=target.value)
+    if target in (Status.APPROVED, Status.DECLINED):
+        changes.setdefault("decided_at", now)
+    if target in (Status.REVOKED, Status.EXPIRED):
+        changes["ended_at"] = now
+    done = conn.execute(update(consents)
+                        .where(consents.c.consent_id == consent["consent_id"],
+                               consents.c.status == consent["status"])
+                        .values(**changes)).rowcount
+    if done != 1:
+        raise TransitionRefused(f"consent changed meanwhile; it is no longer {consent['status']}")
+    if target in (Status.REVOKED, Status.EXPIRED):
+        conn.execute(update(tokens).where(tokens.c.consent_id == consent["consent_id"],
+                                          tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    chain.append(conn, now, f"consent.{target.value}", client_id=consent["client_id"],
+                 subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
+                 route=route)
+    return {**consent, **changes}
+
+
+def live_status(consent: dict, now: int) -> str:
+    """The status as of now: an approved consent past its expiry counts as expired at once,
+    even before a sweep writes the transition."""
+    if consent["status"] == Status.APPROVED.value and consent["expires_at"] is not None \
+            and consent["expires_at"] <= now:
+        return Status.EXPIRED.value
+    return consent["status"]
+
+
+def for_subject(conn: Connection, subject_id: str) -> list[dict]:
+    rows = conn.execute(select(consents).where(consents.c.subject_id == subject_id)
+                        .order_by(consents.c.created_at.desc()))
+    return [dict(r) for r in rows.mappings()]
+
+
+__all__ = ["create_requested", "get", "transition", "live_status", "for_subject",
+           "ConsentNotFound", "TransitionRefused", "Status"]

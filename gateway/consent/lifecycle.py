@@ -1,0 +1,46 @@
+"""The consent lifecycle as a table: from a state, which events lead where.
+
+    requested ──approve──> approved ──revoke──> revoked
+        │                     └──────expire───> expired
+        ├──decline──> declined
+        └──expire───> expired     (the citizen never answered)
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(str, Enum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+TRANSITIONS: dict[tuple[Status, str], Status] = {
+    (Status.REQUESTED, "approved"): Status.APPROVED,
+    (Status.REQUESTED, "declined"): Status.DECLINED,
+    (Status.REQUESTED, "expired"): Status.EXPIRED,
+    (Status.APPROVED, "revoked"): Status.REVOKED,
+    (Status.APPROVED, "expired"): Status.EXPIRED,
+}
+
+
+class ConsentError(Exception):
+    """A consent cannot do what was asked (unknown, not the caller's, wrong state)."""
+
+
+class ConsentNotFound(ConsentError):
+    pass
+
+
+class TransitionRefused(ConsentError):
+    pass
+
+
+def next_status(current: str, event: str) -> Status:
+    try:
+        return TRANSITIONS[(Status(current), event)]
+    except (KeyError, ValueError) as exc:
+        raise TransitionRefused(f"a {current} consent cannot be {event}") from exc

@@ -1,0 +1,57 @@
+"""Load the demo data into an instance (refused in production)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from sqlalchemy import func, select
+
+from gateway import citizen as citizens
+from gateway import requester as requesters
+from gateway.store.db import requesters as requesters_table
+from policies.engine import POLICY_DIR, load_file
+
+HERE = Path(__file__).parent
+DEMO_CITIZEN_HKID = "A1234563"       # CHAN Tai Man, A123456(3)
+
+
+class DemoRefused(Exception):
+    pass
+
+
+def demo_requesters() -> list[dict]:
+    return yaml.safe_load((HERE / "requesters.yaml").read_text(encoding="utf-8"))
+
+
+def private_jwks(client_id: str) -> dict:
+    return json.loads((HERE / "requesters" / f"{client_id}.private.jwks.json").read_text())
+
+
+def public_jwks(client_id: str) -> dict:
+    keys = []
+    for key in private_jwks(client_id)["keys"]:
+        keys.append({k: v for k, v in key.items() if k not in ("d", "p", "q", "dp", "dq", "qi")})
+    return {"keys": keys}
+
+
+def is_empty(gw) -> bool:
+    with gw.db.connect() as conn:
+        return conn.execute(select(func.count()).select_from(requesters_table)).scalar() == 0
+
+
+def seed(gw) -> list[str]:
+    if gw.config.production:
+        raise DemoRefused("demo data is refused under CDEG_ENV=production")
+    done = []
+    with gw.transaction() as conn:
+        now = gw.clock.now()
+        for entry in demo_requesters():
+            requesters.register(conn, now, client_id=entry["client_id"], name=entry["name"],
+                                name_zh=entry.get("name_zh"), kind=entry["kind"],
+                                jwks=public_jwks(entry["client_id"]),
+                                redirect_uris=entry["redirect_uris"],
+                                policy=load_file(POLICY_DIR / entry["policy"]))
+            done.append(entry["client_id"])
+        citizens.enrol(conn, now, DEMO_CITIZEN_HKID)
+    return done

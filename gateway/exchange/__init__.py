@@ -1,0 +1,1 @@
+"""Which items, from which connector, minimised to what was consented and allowed."""

@@ -1,0 +1,76 @@
+"""The running gateway: configuration, database, Redis, keys, clock and connectors, built once
+per process and shared by every request (nothing here is loaded per request)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway import requester as requesters
+from gateway.clock import Clock
+from gateway.config import ACCESS_TOKEN_TTL, Config
+from gateway.exchange.router import Router
+from gateway.store import db
+from gateway.store.redis import RedisStore
+from gateway.tokens.access import AccessTokenVerifier
+from gateway.tokens.keyring import Keyring
+from connectors.base import DepartmentsClient
+
+
+def _instance_secret(config: Config) -> bytes:
+    if config.secret_key:
+        return config.secret_key.encode()
+    path = Path(config.instance_dir) / "secret.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+class Gateway:
+    def __init__(self, config: Config, *, clock: Clock | None = None, departments_app=None):
+        self.config = config
+        self.clock = clock or Clock()
+        Path(config.instance_dir).mkdir(parents=True, exist_ok=True)
+        secret = _instance_secret(config)
+        self.session_secret = hmac.new(secret, b"session", hashlib.sha256).digest()
+        self.pairwise_secret = hmac.new(secret, b"pairwise-subject", hashlib.sha256).digest()
+        self.db = db.make_engine(config.sqlalchemy_url)
+        if config.sqlalchemy_url.startswith("sqlite"):
+            db.upgrade(self.db)
+        self.redis = RedisStore(config.redis_url, config.redis_prefix)
+        self.keyring = Keyring(Path(config.instance_dir) / "keys", self.clock,
+                               publish_after_retirement=ACCESS_TOKEN_TTL + 60)
+        self.access_tokens = AccessTokenVerifier(self.keyring, config.issuer, config.api_audience,
+                                                 self.clock)
+        self.departments = DepartmentsClient(config.departments_url, config.connector_timeout,
+                                             mock_app=departments_app)
+        self.router = Router(self.departments)
+        self.client_keys = requesters.KeyCache()
+
+    @contextmanager
+    def transaction(self):
+        """One write transaction. An exception with ``commit_anyway`` (a reused code revoking
+        its tokens) still commits what was done before it; anything else rolls back."""
+        with self.db.connect() as conn:
+            conn.begin()
+            try:
+                yield conn
+            except BaseException as exc:
+                if getattr(exc, "commit_anyway", False):
+                    conn.commit()
+                else:
+                    conn.rollback()
+                raise
+            else:
+                conn.commit()
+
+    def requester(self, conn, client_id: str) -> dict:
+        return requesters.get(conn, client_id)
+
+    def close(self) -> None:
+        self.db.dispose()

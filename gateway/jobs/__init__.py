@@ -1,0 +1,1 @@
+"""RQ jobs. Each is a module-level function taking ids only (never personal data)."""

@@ -1,0 +1,35 @@
+"""Sweeps: write the ``expired`` transition for consents past their end, so the ledger and
+the audit chain say so (reads already treat them as expired the moment they pass)."""
+from __future__ import annotations
+
+from sqlalchemy import or_, select, and_
+
+from gateway.consent import ledger
+from gateway.consent.lifecycle import Status, TransitionRefused
+from gateway.store.db import consents, pushed_requests
+
+from .runtime import current_gateway
+
+
+def expire_consents(limit: int = 500) -> int:
+    gw = current_gateway()
+    now = gw.clock.now()
+    with gw.db.connect() as conn:
+        stale = conn.execute(
+            select(consents.c.consent_id)
+            .outerjoin(pushed_requests, pushed_requests.c.consent_id == consents.c.consent_id)
+            .where(or_(and_(consents.c.status == Status.APPROVED.value,
+                            consents.c.expires_at <= now),
+                       and_(consents.c.status == Status.REQUESTED.value,
+                            pushed_requests.c.expires_at <= now)))
+            .limit(limit)).scalars().all()
+    done = 0
+    for consent_id in stale:
+        try:
+            with gw.transaction() as conn:
+                ledger.transition(conn, now, ledger.get(conn, consent_id), "expired",
+                                  subject=None, route="sweep")
+            done += 1
+        except TransitionRefused:
+            continue  # changed meanwhile (revoked, decided): nothing to do
+    return done

@@ -1,0 +1,65 @@
+"""private_key_jwt client authentication (RFC 7523 section 2.2, FAPI 2.0 rules).
+
+The assertion: signed ES256, PS256 or EdDSA by a key in the client's registered JWKS;
+``iss`` = ``sub`` = ``client_id``; ``aud`` the issuer (or the token endpoint); ``exp`` in the
+future but at most 5 minutes ahead; ``iat`` not more than 60 s ahead; ``jti`` never seen before
+(remembered in Redis until the assertion could no longer be used).
+"""
+from __future__ import annotations
+
+from gateway import requester as requesters
+from gateway.store.redis import RedisUnavailable
+from gateway.tokens import jose
+from gateway.tokens.errors import TokenError
+
+from .errors import InvalidClient, TemporarilyUnavailable
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ALGS = ["ES256", "PS256", "EdDSA"]
+MAX_AHEAD = 300
+
+
+def authenticate(gw, conn, form) -> dict:
+    """Answer the authenticated requester's row, or raise InvalidClient."""
+    if form.get("client_assertion_type") != ASSERTION_TYPE:
+        raise InvalidClient("client_assertion_type must be jwt-bearer (private_key_jwt)")
+    assertion = form.get("client_assertion")
+    try:
+        header = jose.unverified_header(assertion)
+        unverified = jose.b64url_json(assertion.split(".")[1])
+    except TokenError as exc:
+        raise InvalidClient("client_assertion is not a compact JWS") from exc
+    client_id = unverified.get("iss")
+    if form.get("client_id") is not None and form.get("client_id") != client_id:
+        raise InvalidClient("client_id does not match the assertion's iss")
+    try:
+        requester = requesters.get(conn, client_id)
+    except requesters.UnknownRequester as exc:
+        raise InvalidClient("unknown client") from exc
+    kid = header.get("kid")
+    if kid is None and len(requester["jwks"]["keys"]) == 1:
+        kid = requester["jwks"]["keys"][0]["kid"]
+    key = gw.client_keys.key(requester, kid)
+    if key is None:
+        raise InvalidClient("the assertion's kid is not in the client's registered JWKS")
+    now = gw.clock.now()
+    try:
+        claims = jose.verify(assertion, key, algs=ALGS, now=now, issuer=client_id,
+                             audience=[gw.config.issuer, gw.config.issuer + "/oauth/token"],
+                             header=header, required=("exp", "jti", "sub"))
+    except TokenError as exc:
+        raise InvalidClient(f"client_assertion refused: {exc}") from exc
+    if claims.get("sub") != client_id:
+        raise InvalidClient("client_assertion sub must equal client_id")
+    if claims["exp"] > now + MAX_AHEAD + 5:
+        raise InvalidClient("client_assertion exp is more than 5 minutes ahead")
+    if not claims["jti"] or len(claims["jti"]) > 200:
+        raise InvalidClient("client_assertion jti missing or too long")
+    try:
+        fresh = gw.redis.claim_once("assertion", f"{client_id}:{claims['jti']}",
+                                    claims["exp"] - now + 60)
+    except RedisUnavailable as exc:
+        raise TemporarilyUnavailable() from exc
+    if not fresh:
+        raise InvalidClient("client_assertion jti was already used")
+    return requester

@@ -1,0 +1,68 @@
+"""RFC 6749 section 5.2 errors, each carrying its code and HTTP status."""
+from __future__ import annotations
+
+
+class OAuthError(Exception):
+    error = "invalid_request"
+    status = 400
+
+    def __init__(self, description: str = "", *, status: int | None = None,
+                 headers: dict | None = None):
+        super().__init__(description)
+        self.description = description
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        body = {"error": self.error}
+        if self.description:
+            body["error_description"] = self.description
+        return body
+
+
+class InvalidRequest(OAuthError):
+    """RFC 6749 5.2: missing, repeated or malformed parameter."""
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 5.2: client authentication failed."""
+    error, status = "invalid_client", 401
+
+
+class InvalidGrant(OAuthError):
+    """RFC 6749 5.2: code or refresh token invalid, expired, revoked, reused, or PKCE failed."""
+    error = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class UnsupportedResponseType(OAuthError):
+    error = "unsupported_response_type"
+
+
+class InvalidAuthorizationDetails(OAuthError):
+    """RFC 9396 section 5: authorization_details not allowed or malformed."""
+    error = "invalid_authorization_details"
+
+
+class InvalidRequestURI(OAuthError):
+    """RFC 9126 section 2.4 / RFC 9101: request_uri unknown, expired or used."""
+    error = "invalid_request_uri"
+
+
+class UnsupportedTokenType(OAuthError):
+    error = "unsupported_token_type"
+
+
+class TemporarilyUnavailable(OAuthError):
+    error, status = "temporarily_unavailable", 503
+
+    def __init__(self, description="a backing service did not answer; try again shortly"):
+        super().__init__(description, headers={"Retry-After": "5"})

@@ -1,0 +1,282 @@
+"""The authorization-code grant as domain calls: push a request, decide it, exchange the code,
+refresh, revoke, introspect. No Flask here: views parse and render around these."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from urllib.parse import urlencode
+
+from marshmallow import ValidationError
+from sqlalchemy import select, update
+
+from gateway import citizen as citizens
+from gateway.config import AUTHORIZATION_CODE_TTL, PUSHED_REQUEST_TTL
+from gateway.audit import chain
+from gateway.consent import ledger
+from gateway.consent.lifecycle import ConsentError, Status
+from gateway.store.db import authorization_codes, consents, pushed_requests, tokens
+from gateway.tokens import access
+from policies.engine import PolicyError, check_request, max_duration_seconds
+from schemas.authorization import PushedRequestSchema, parse_authorization_details
+from schemas.duration import seconds
+
+from . import pkce
+from .errors import (InvalidAuthorizationDetails, InvalidGrant, InvalidRequest,
+                     InvalidRequestURI, UnauthorizedClient, UnsupportedResponseType)
+
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
+
+
+def _first_error(messages) -> str:
+    if isinstance(messages, dict):
+        key = sorted(messages)[0]
+        inner = messages[key]
+        return f"{key}: {_first_error(inner)}" if key != "_schema" else _first_error(inner)
+    if isinstance(messages, list) and messages:
+        return _first_error(messages[0])
+    return str(messages)
+
+
+# -- PAR ------------------------------------------------------------------------------------
+
+def push(gw, conn, requester: dict, form: dict) -> dict:
+    """RFC 9126: check and store a pushed authorization request; answer its request_uri."""
+    if "request_uri" in form or "request" in form:
+        raise InvalidRequest("request_uri and request objects are not accepted at the PAR endpoint")
+    try:
+        params = PushedRequestSchema().load(form)
+    except ValidationError as exc:
+        raise InvalidRequest(_first_error(exc.messages)) from exc
+    if params["response_type"] != "code":
+        raise UnsupportedResponseType("response_type must be code")
+    if params["client_id"] != requester["client_id"]:
+        raise InvalidRequest("client_id does not match the authenticated client")
+    pkce.check_method(params["code_challenge_method"])
+    if params["redirect_uri"] not in requester["redirect_uris"]:
+        raise InvalidRequest("redirect_uri is not registered for this client")
+    try:
+        details = parse_authorization_details(params["authorization_details"])
+    except ValidationError as exc:
+        raise InvalidAuthorizationDetails(_first_error(exc.messages)) from exc
+    try:
+        check_request(requester["policy"], details[0])
+    except PolicyError as exc:
+        raise InvalidAuthorizationDetails(str(exc)) from exc
+    now = gw.clock.now()
+    consent_id = ledger.create_requested(conn, now, client_id=requester["client_id"],
+                                         detail=details[0])
+    request_uri = REQUEST_URI_PREFIX + secrets.token_urlsafe(24)
+    conn.execute(pushed_requests.insert().values(
+        request_uri=request_uri, client_id=requester["client_id"], consent_id=consent_id,
+        redirect_uri=params["redirect_uri"], state=params.get("state"),
+        code_challenge=params["code_challenge"], expires_at=now + PUSHED_REQUEST_TTL))
+    return {"request_uri": request_uri, "expires_in": PUSHED_REQUEST_TTL}
+
+
+def load_pushed(gw, conn, client_id, request_uri) -> dict:
+    """The pending request behind a request_uri, bound to its client, unexpired, unused."""
+    if not isinstance(request_uri, str) or not request_uri.startswith(REQUEST_URI_PREFIX) \
+            or len(request_uri) > 120:
+        raise InvalidRequestURI("request_uri missing: push the request to /oauth/par first")
+    row = conn.execute(select(pushed_requests)
+                       .where(pushed_requests.c.request_uri == request_uri)).mappings().first()
+    if row is None or row["client_id"] != client_id:
+        raise InvalidRequestURI("request_uri unknown for this client")
+    if row["used_at"] is not None:
+        raise InvalidRequestURI("request_uri was already used")
+    if row["expires_at"] <= gw.clock.now():
+        raise InvalidRequestURI("request_uri expired; the requester must ask again")
+    consent = ledger.get(conn, row["consent_id"])
+    if consent["status"] != Status.REQUESTED.value:
+        raise InvalidRequestURI("this request was already decided")
+    return {**dict(row), "consent": consent}
+
+
+def _redirect(uri: str, params: dict) -> str:
+    sep = "&" if "?" in uri else "?"
+    return uri + sep + urlencode({k: v for k, v in params.items() if v is not None})
+
+
+def decide(gw, conn, pushed: dict, citizen: dict, approve: bool) -> str:
+    """Record the citizen's answer and answer the URL to send the browser to (RFC 9207 iss)."""
+    now = gw.clock.now()
+    taken = conn.execute(update(pushed_requests)
+                         .where(pushed_requests.c.request_uri == pushed["request_uri"],
+                                pushed_requests.c.used_at.is_(None))
+                         .values(used_at=now)).rowcount
+    if taken != 1:
+        raise InvalidRequestURI("request_uri was already used")
+    consent = pushed["consent"]
+    subject = citizens.pairwise_subject(gw.pairwise_secret, citizen["subject_id"],
+                                        consent["client_id"])
+    base = {"state": pushed["state"], "iss": gw.config.issuer}
+    if not approve:
+        ledger.transition(conn, now, consent, "declined", subject=subject,
+                          values={"subject_id": citizen["subject_id"]})
+        return _redirect(pushed["redirect_uri"], {"error": "access_denied", **base})
+    requester = gw.requester(conn, consent["client_id"])
+    lifetime = seconds(consent["duration"]) if consent["duration"] else \
+        max_duration_seconds(requester["policy"], consent["purpose"])
+    ledger.transition(conn, now, consent, "approved", subject=subject,
+                      values={"subject_id": citizen["subject_id"], "expires_at": now + lifetime})
+    code = secrets.token_urlsafe(32)
+    conn.execute(authorization_codes.insert().values(
+        code_hash=_hash(code), consent_id=consent["consent_id"], client_id=consent["client_id"],
+        redirect_uri=pushed["redirect_uri"], code_challenge=pushed["code_challenge"],
+        expires_at=now + AUTHORIZATION_CODE_TTL))
+    return _redirect(pushed["redirect_uri"], {"code": code, **base})
+
+
+# -- token endpoint -------------------------------------------------------------------------
+
+def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | None) -> dict:
+    now = gw.clock.now()
+    subject = citizens.pairwise_subject(gw.pairwise_secret, consent["subject_id"],
+                                        requester["client_id"])
+    token, claims = access.mint(gw.keyring, issuer=gw.config.issuer,
+                                audience=gw.config.api_audience, subject=subject,
+                                client_id=requester["client_id"],
+                                consent_id=consent["consent_id"],
+                                authorization_details=consent["authorization_details"], now=now)
+    conn.execute(tokens.insert().values(token_id=claims["jti"], kind="access",
+                                        consent_id=consent["consent_id"],
+                                        client_id=requester["client_id"], code_hash=code_hash,
+                                        issued_at=now, expires_at=claims["exp"]))
+    body = {"access_token": token, "token_type": "Bearer", "expires_in": claims["exp"] - now,
+            "consent_id": consent["consent_id"],
+            "authorization_details": consent["authorization_details"]}
+    if consent["access"] == "ongoing":
+        refresh = "rt_" + secrets.token_urlsafe(32)
+        conn.execute(tokens.insert().values(token_id=_hash(refresh), kind="refresh",
+                                            consent_id=consent["consent_id"],
+                                            client_id=requester["client_id"],
+                                            code_hash=code_hash, issued_at=now,
+                                            expires_at=consent["expires_at"]))
+        body["refresh_token"] = refresh
+    chain.append(conn, now, "token.issued", client_id=requester["client_id"], subject=subject,
+                 consent_id=consent["consent_id"], items=consent["data_items"], route="oauth")
+    return body
+
+
+def _usable_consent(gw, conn, consent_id: str, client_id: str) -> dict:
+    consent = ledger.get(conn, consent_id)
+    if consent["client_id"] != client_id:
+        raise InvalidGrant("grant was issued to another client")
+    if ledger.live_status(consent, gw.clock.now()) != Status.APPROVED.value:
+        raise InvalidGrant("the consent behind this grant is no longer active")
+    return consent
+
+
+def exchange_code(gw, conn, requester: dict, form: dict) -> dict:
+    code, redirect_uri = form.get("code"), form.get("redirect_uri")
+    if not isinstance(code, str) or not code or len(code) > 100:
+        raise InvalidRequest("code missing")
+    if not isinstance(redirect_uri, str) or not redirect_uri:
+        raise InvalidRequest("redirect_uri missing")
+    now = gw.clock.now()
+    code_hash = _hash(code)
+    row = conn.execute(select(authorization_codes)
+                       .where(authorization_codes.c.code_hash == code_hash)).mappings().first()
+    if row is None or row["client_id"] != requester["client_id"]:
+        raise InvalidGrant("code unknown")
+    won = conn.execute(update(authorization_codes)
+                       .where(authorization_codes.c.code_hash == code_hash,
+                              authorization_codes.c.used_at.is_(None))
+                       .values(used_at=now)).rowcount
+    if won != 1:
+        # RFC 6749 4.1.2: a reused code revokes what it issued; the consent itself stays
+        conn.execute(update(tokens).where(tokens.c.code_hash == code_hash,
+                                          tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+        chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
+                     consent_id=row["consent_id"], route="oauth", outcome="code_reused")
+        reused = InvalidGrant("code was already used; the tokens it issued are revoked")
+        reused.commit_anyway = True
+        raise reused
+    if row["expires_at"] <= now:
+        raise InvalidGrant("code expired")
+    if redirect_uri != row["redirect_uri"]:
+        raise InvalidGrant("redirect_uri does not match the authorization request")
+    pkce.check_verifier(form.get("code_verifier"), row["code_challenge"])
+    consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"])
+    return _token_response(gw, conn, requester, consent, code_hash)
+
+
+def refresh(gw, conn, requester: dict, form: dict) -> dict:
+    presented = form.get("refresh_token")
+    if not isinstance(presented, str) or not presented or len(presented) > 200:
+        raise InvalidRequest("refresh_token missing")
+    now = gw.clock.now()
+    token_id = _hash(presented)
+    row = conn.execute(select(tokens).where(tokens.c.token_id == token_id,
+                                            tokens.c.kind == "refresh")).mappings().first()
+    if row is None or row["client_id"] != requester["client_id"]:
+        raise InvalidGrant("refresh_token unknown")
+    spent = conn.execute(update(tokens).where(tokens.c.token_id == token_id,
+                                              tokens.c.revoked_at.is_(None))
+                         .values(revoked_at=now)).rowcount
+    if spent != 1 or row["expires_at"] <= now:
+        raise InvalidGrant("refresh_token revoked, used or expired")
+    consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"])
+    return _token_response(gw, conn, requester, consent, row["code_hash"])
+
+
+# -- revocation and introspection -----------------------------------------------------------
+
+def _find_token(gw, conn, presented) -> dict | None:
+    """The tokens row for an access JWT (by jti, signature checked) or a refresh token."""
+    if not isinstance(presented, str) or not presented or len(presented) > 8192:
+        return None
+    if presented.startswith("rt_"):
+        row = conn.execute(select(tokens).where(tokens.c.token_id == _hash(presented),
+                                                tokens.c.kind == "refresh")).mappings().first()
+        return dict(row) if row else None
+    try:
+        claims = gw.access_tokens.verify(presented)
+    except Exception:  # noqa: BLE001 - any bad token is simply unknown here (RFC 7009/7662)
+        return None
+    row = conn.execute(select(tokens).where(tokens.c.token_id == claims["jti"],
+                                            tokens.c.kind == "access")).mappings().first()
+    return {**dict(row), "claims": claims} if row else None
+
+
+def revoke(gw, conn, requester: dict, form: dict) -> None:
+    """RFC 7009: revoke the client's own token; unknown tokens are answered 200 all the same."""
+    row = _find_token(gw, conn, form.get("token"))
+    if row is None or row["client_id"] != requester["client_id"] or row["revoked_at"]:
+        return
+    now = gw.clock.now()
+    conn.execute(update(tokens).where(tokens.c.token_id == row["token_id"]).values(revoked_at=now))
+    if row["kind"] == "refresh":  # RFC 7009 2.1: the access tokens of the same grant go too
+        conn.execute(update(tokens).where(tokens.c.consent_id == row["consent_id"],
+                                          tokens.c.client_id == row["client_id"],
+                                          tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
+                 consent_id=row["consent_id"], route="oauth")
+
+
+def introspect(gw, conn, requester: dict, form: dict) -> dict:
+    """RFC 7662: details for an active token of this client; otherwise only active false."""
+    row = _find_token(gw, conn, form.get("token"))
+    now = gw.clock.now()
+    if row is None or row["client_id"] != requester["client_id"] or row["revoked_at"] \
+            or row["expires_at"] <= now:
+        return {"active": False}
+    try:
+        consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"])
+    except (InvalidGrant, ConsentError):
+        return {"active": False}
+    answer = {"active": True, "client_id": row["client_id"], "consent_id": consent["consent_id"],
+              "token_type": "Bearer" if row["kind"] == "access" else "refresh_token",
+              "exp": row["expires_at"], "iat": row["issued_at"], "iss": gw.config.issuer,
+              "authorization_details": consent["authorization_details"]}
+    if "claims" in row:
+        answer.update(sub=row["claims"]["sub"], aud=row["claims"]["aud"], jti=row["claims"]["jti"])
+    return answer
+
+
+__all__ = ["push", "load_pushed", "decide", "exchange_code", "refresh", "revoke", "introspect",
+           "UnauthorizedClient", "consents"]

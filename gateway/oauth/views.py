@@ -1,0 +1,89 @@
+"""The OAuth endpoints: thin views that parse the form, call the grant, render JSON."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from . import client_auth, grant
+from .errors import InvalidRequest, UnsupportedGrantType
+
+bp = Blueprint("oauth", __name__)
+MAX_PARAM = 8192
+
+
+def _gw():
+    return current_app.extensions["cdeg"]
+
+
+def _form() -> dict:
+    """The form body as a plain dict: form-encoded only, each parameter once (RFC 6749 3.1)."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the body must be application/x-www-form-urlencoded")
+    if request.args:
+        raise InvalidRequest("parameters belong in the body, not the query string")
+    form = {}
+    for key, values in request.form.lists():
+        if len(values) != 1:
+            raise InvalidRequest(f"parameter {key} is repeated")
+        if len(values[0]) > MAX_PARAM:
+            raise InvalidRequest(f"parameter {key} is too long")
+        form[key] = values[0]
+    return form
+
+
+def _json(body: dict, status: int = 200):
+    resp = jsonify(body)
+    resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/oauth/par")
+def par():
+    form = _form()
+    gw = _gw()
+    with gw.transaction() as conn:
+        requester = client_auth.authenticate(gw, conn, form)
+    with gw.transaction() as conn:
+        return _json(grant.push(gw, conn, requester, form), 201)
+
+
+@bp.post("/oauth/token")
+def token():
+    form = _form()
+    gw = _gw()
+    grant_type = form.get("grant_type")
+    if grant_type not in ("authorization_code", "refresh_token"):
+        if not grant_type:
+            raise InvalidRequest("grant_type missing")
+        raise UnsupportedGrantType("grant_type must be authorization_code or refresh_token")
+    with gw.transaction() as conn:
+        requester = client_auth.authenticate(gw, conn, form)
+    with gw.transaction() as conn:
+        if grant_type == "authorization_code":
+            return _json(grant.exchange_code(gw, conn, requester, form))
+        return _json(grant.refresh(gw, conn, requester, form))
+
+
+@bp.post("/oauth/revoke")
+def revoke():
+    form = _form()
+    gw = _gw()
+    with gw.transaction() as conn:
+        requester = client_auth.authenticate(gw, conn, form)
+    if "token" not in form:
+        raise InvalidRequest("token missing")
+    with gw.transaction() as conn:
+        grant.revoke(gw, conn, requester, form)
+    return _json({})
+
+
+@bp.post("/oauth/introspect")
+def introspect():
+    form = _form()
+    gw = _gw()
+    with gw.transaction() as conn:
+        requester = client_auth.authenticate(gw, conn, form)
+    if "token" not in form:
+        raise InvalidRequest("token missing")
+    with gw.db.connect() as conn:
+        return _json(grant.introspect(gw, conn, requester, form))

@@ -1,0 +1,1 @@
+"""The gateway's storage: SQL is the system of record, Redis carries guards, sessions and queues."""

@@ -1,0 +1,47 @@
+"""Redis: the real server in deployments, an in-process stand-in (fakeredis) embedded.
+
+Redis holds only what may be lost: replay guards, sessions, rate counters and job queues.
+Every key goes through ``key()`` so a test run (or a second gateway) can use its own prefix.
+"""
+from __future__ import annotations
+
+import redis as redis_lib
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer; callers fail closed (503) rather than go on without it."""
+
+
+class RedisStore:
+    def __init__(self, url: str | None, prefix: str):
+        self.prefix = prefix
+        if url:
+            self.client = redis_lib.Redis.from_url(
+                url, socket_connect_timeout=1.0, socket_timeout=1.0,
+                health_check_interval=30, retry_on_timeout=False)
+        else:
+            import fakeredis
+            self.client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        self.embedded = url is None
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def claim_once(self, kind: str, ident: str, ttl_seconds: int) -> bool:
+        """Remember ``ident`` until it could no longer be used; False when already seen."""
+        try:
+            return bool(self.client.set(self.key("seen", kind, ident), b"1",
+                                        nx=True, ex=max(1, int(ttl_seconds))))
+        except redis_lib.RedisError as exc:
+            raise RedisUnavailable("redis did not answer") from exc
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis_lib.RedisError:
+            return False
+
+    def delete_prefix(self) -> None:
+        """Remove every key of this prefix (tests clean up after themselves with this)."""
+        for k in self.client.scan_iter(match=self.prefix + "*", count=500):
+            self.client.delete(k)

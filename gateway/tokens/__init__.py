@@ -1,0 +1,1 @@
+"""Keys, JWS signing and verification, access tokens and receipts."""

@@ -1,0 +1,117 @@
+"""The gateway's signing keys: generated on first start into the instance folder, rotated by
+``cdeg keys rotate``, published in ``/jwks.json``.
+
+Layout: ``<instance>/keys/<kid>.pem`` (PKCS#8, mode 0600) and ``<instance>/keys/keyring.json``
+listing ``{kid, created_at, retired_at}``. The newest key signs; a retired key stays published
+until everything it signed that a verifier may still see has expired. A running gateway notices
+a rotation made by another process (the keyring file's mtime) within a second.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from jwcrypto import jwk
+
+from .errors import TokenError
+
+
+class Keyring:
+    def __init__(self, folder: Path, clock, publish_after_retirement: int):
+        self.folder = Path(folder)
+        self.clock = clock
+        self.publish_after_retirement = publish_after_retirement
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._mtime = None
+        self._keys: dict[str, jwk.JWK] = {}
+        self._meta: list[dict] = []
+        self._jwks_doc: dict = {"keys": []}
+        self.ensure()
+
+    @property
+    def index(self) -> Path:
+        return self.folder / "keyring.json"
+
+    def ensure(self) -> None:
+        """Create the folder and a first key when there is none."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        if not self.index.exists():
+            self.rotate()
+        self._load()
+
+    def rotate(self) -> str:
+        """Add a new signing key; the current one is retired but stays published."""
+        with self._lock:
+            meta = json.loads(self.index.read_text()) if self.index.exists() else []
+            now = self.clock.now()
+            key = jwk.JWK.generate(kty="EC", crv="P-256")
+            kid = key.thumbprint()[:16] + f"-{now}"
+            pem_path = self.folder / f"{kid}.pem"
+            fd = os.open(pem_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key.export_to_pem(private_key=True, password=None))
+            for entry in meta:
+                if entry.get("retired_at") is None:
+                    entry["retired_at"] = now
+            meta.append({"kid": kid, "created_at": now, "retired_at": None})
+            tmp = self.index.with_suffix(".tmp")
+            tmp.write_text(json.dumps(meta, indent=2))
+            os.replace(tmp, self.index)
+        self._checked = 0.0
+        return kid
+
+    def _load(self) -> None:
+        mtime = self.index.stat().st_mtime_ns
+        meta = json.loads(self.index.read_text())
+        keys = {}
+        for entry in meta:
+            kid = entry["kid"]
+            pem = jwk.JWK.from_pem((self.folder / f"{kid}.pem").read_bytes())
+            keys[kid] = jwk.JWK(**{**pem.export(as_dict=True), "kid": kid,
+                                   "use": "sig", "alg": "ES256"})
+        self._keys, self._meta, self._mtime = keys, meta, mtime
+        self._jwks_doc = None
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        try:
+            if self.index.stat().st_mtime_ns != self._mtime:
+                with self._lock:
+                    self._load()
+        except OSError:
+            pass
+
+    @property
+    def signing_key(self) -> jwk.JWK:
+        self._refresh()
+        return self._keys[self._meta[-1]["kid"]]
+
+    def published(self) -> list[jwk.JWK]:
+        self._refresh()
+        now = self.clock.now()
+        return [self._keys[e["kid"]] for e in self._meta
+                if e["retired_at"] is None or e["retired_at"] + self.publish_after_retirement > now]
+
+    def verification_key(self, kid) -> jwk.JWK:
+        if not isinstance(kid, str):
+            raise TokenError("kid missing")
+        for key in self.published():
+            if key.key_id == kid:
+                return key
+        raise TokenError("unknown kid")
+
+    def jwks(self) -> dict:
+        self._refresh()
+        if self._jwks_doc is None or self._jwks_doc.get("_at") != self.clock.now() // 10:
+            keys = [k.export_public(as_dict=True) for k in self.published()]
+            self._jwks_doc = {"_at": self.clock.now() // 10,
+                              "doc": {"keys": [dict(k, use="sig", alg="ES256") for k in keys]}}
+        return self._jwks_doc["doc"]

@@ -1,0 +1,1 @@
+"""The citizen's pages: mock iAM Smart login, the consent screen, /me."""

@@ -1,0 +1,50 @@
+"""The consent screen at /oauth/authorize: only for requests pushed to /oauth/par."""
+from __future__ import annotations
+
+from urllib.parse import urlencode, urlsplit
+
+from flask import g, redirect, request, session, url_for
+
+from gateway.consent import citizen as citizen_consents
+from gateway.citizen import by_subject
+from gateway.oauth import grant
+
+from .pages import bp, check_csrf, gw, lang, render, signed_in
+
+
+def _login_redirect():
+    here = request.path + "?" + urlencode({k: request.args[k] for k in ("client_id", "request_uri")
+                                           if k in request.args})
+    return redirect(url_for("web.login_page", next=here), code=303)
+
+
+@bp.get("/oauth/authorize")
+def authorize_page():
+    if request.args.get("response_type", "code") != "code":
+        return render("error.html", status=400, message="response_type must be code")
+    client_id, request_uri = request.args.get("client_id"), request.args.get("request_uri")
+    with gw().db.connect() as conn:
+        pushed = grant.load_pushed(gw(), conn, client_id, request_uri)
+    if not signed_in():
+        return _login_redirect()
+    view = citizen_consents.preview(gw(), pushed, signed_in(), lang())
+    target = urlsplit(pushed["redirect_uri"])
+    g.form_action_extra = f"{target.scheme}://{target.netloc}"
+    return render("consent.html", request_uri=request_uri, **view)
+
+
+@bp.post("/oauth/authorize")
+def authorize():
+    check_csrf()
+    if not signed_in():
+        return _login_redirect()
+    decision = request.form.get("decision")
+    if decision not in ("approve", "decline"):
+        return render("error.html", status=400, message="choose Approve or Decline")
+    with gw().transaction() as conn:
+        pushed = grant.load_pushed(gw(), conn, request.form.get("client_id"),
+                                   request.form.get("request_uri"))
+        citizen = by_subject(conn, signed_in())
+        target = grant.decide(gw(), conn, pushed, citizen, approve=decision == "approve")
+    session.pop("demo_code", None)
+    return redirect(target, code=303)

@@ -1,0 +1,35 @@
+"""/me: the citizen's consents, who read what, and Revoke."""
+from __future__ import annotations
+
+from flask import redirect, request, session, url_for
+
+from gateway.consent import citizen as citizen_consents
+
+from .i18n import translator
+from .pages import bp, check_csrf, gw, lang, render, signed_in
+
+
+@bp.get("/me")
+def me():
+    if not signed_in():
+        return redirect(url_for("web.login_page", next="/me"), code=303)
+    notice = None
+    if session.pop("revoked", None):
+        notice = translator(lang())[0]("me.revoked_notice")
+    return render("me.html", consents=citizen_consents.overview(gw(), signed_in(), lang()),
+                  notice=notice)
+
+
+@bp.post("/me/consents/<consent_id>/revoke")
+def revoke(consent_id: str):
+    check_csrf()
+    if not signed_in():
+        return redirect(url_for("web.login_page", next="/me"), code=303)
+    citizen_consents.revoke(gw(), signed_in(), consent_id[:64])
+    session["revoked"] = True
+    return redirect(url_for("web.me"), code=303)
+
+
+@bp.get("/")
+def home():
+    return redirect(url_for("web.me"), code=303)

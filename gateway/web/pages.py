@@ -1,0 +1,76 @@
+"""What every citizen page shares: the blueprint, language, CSRF and rendering."""
+from __future__ import annotations
+
+import hmac
+import secrets
+from urllib.parse import urlencode
+
+from flask import Blueprint, abort, current_app, render_template, request, session
+
+from .i18n import pick, translator
+
+bp = Blueprint("web", __name__, template_folder="templates")
+
+
+def gw():
+    return current_app.extensions["cdeg"]
+
+
+def lang() -> str:
+    chosen = pick(request.args.get("lang"), session.get("lang"))
+    if request.args.get("lang") in ("en", "zh-HK") and session.get("lang") != chosen:
+        session["lang"] = chosen
+    return chosen
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    sent = request.form.get("csrf_token", "")
+    token = session.get("csrf")
+    if not token or not isinstance(sent, str) or not hmac.compare_digest(sent, token):
+        abort(400, description="the form expired or did not come from this site; reload the page")
+
+
+@bp.app_context_processor
+def page_context() -> dict:
+    """Language, translations and the CSRF token for every template (error pages too)."""
+    current = lang()
+    other = "zh-HK" if current == "en" else "en"
+    args = {k: v for k, v in request.args.items() if k != "lang"}
+    args["lang"] = other
+    t, zh = translator(current)
+    return {"lang": current, "other_lang": other, "t": t, "zh": zh,
+            "lang_query": urlencode(args), "csrf_token": csrf_token()}
+
+
+def render(template: str, status: int = 200, **context):
+    return render_template(template, **context), status, {"Cache-Control": "no-store"}
+
+
+def local_path(target) -> str:
+    """Only paths on this site (no scheme, no host, no backslashes) may be redirected to."""
+    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//") \
+            or "\\" in target or len(target) > 2000 or any(ord(c) < 32 for c in target):
+        return "/me"
+    return target
+
+
+@bp.app_template_filter("format_value")
+def format_value(value: dict) -> str:
+    parts = [value.get(k) for k in ("flat", "floor", "block", "building", "street",
+                                    "district", "region")] if "district" in value else \
+        [f"{k}: {v}" for k, v in value.items()]
+    labels = ("Flat ", "Floor ", "", "", "", "", "")
+    if "district" in value:
+        return ", ".join(f"{lab}{p}" for lab, p in zip(labels, parts) if p)
+    return ", ".join(str(p) for p in parts)
+
+
+def signed_in() -> str | None:
+    return session.get("subject_id")

@@ -1,0 +1,55 @@
+"""Replies of the department services, validated before anything is passed on."""
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+DISTRICTS = (
+    "Central and Western", "Wan Chai", "Eastern", "Southern",
+    "Yau Tsim Mong", "Sham Shui Po", "Kowloon City", "Wong Tai Sin", "Kwun Tong",
+    "Kwai Tsing", "Tsuen Wan", "Tuen Mun", "Yuen Long", "North", "Tai Po", "Sha Tin",
+    "Sai Kung", "Islands",
+)
+REGIONS = ("HK", "KLN", "NT")
+TEXT = validate.Length(max=200)
+NO_CONTROL = validate.Regexp(r"^[^\r\n<>\x00-\x1f]*$", error="control characters or markup")
+
+
+class _Reply(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    as_of = fields.String(required=True, validate=validate.Length(1, 40))
+
+
+class IdentityReply(_Reply):
+    name_en = fields.String(required=True, validate=[TEXT, NO_CONTROL])
+    name_zh = fields.String(required=True, validate=[TEXT, NO_CONTROL])
+    date_of_birth = fields.String(required=True, validate=validate.Regexp(r"^\d{4}-\d{2}-\d{2}$"))
+    sex = fields.String(required=True, validate=validate.OneOf(["M", "F", "X"]))
+
+
+class AddressSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    flat = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
+    floor = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
+    block = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
+    building = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
+    street = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
+    district = fields.String(required=True, validate=validate.OneOf(DISTRICTS))
+    region = fields.String(required=True, validate=validate.OneOf(REGIONS))
+
+
+class ProfileReply(_Reply):
+    mobile = fields.String(allow_none=True, validate=[validate.Length(max=30), NO_CONTROL])
+    email = fields.String(allow_none=True, validate=[validate.Length(max=254), NO_CONTROL])
+    address = fields.Nested(AddressSchema, allow_none=True)
+    address_verified_by = fields.String(allow_none=True, validate=validate.Length(max=40))
+
+
+class AddressProofReply(_Reply):
+    issuer = fields.String(required=True, validate=validate.OneOf(["WSD", "CLP", "HK Electric", "Towngas"]))
+    account_reference = fields.String(required=True, validate=validate.Regexp(r"^\*+[0-9A-Za-z]{1,6}$"))
+    bill_date = fields.String(required=True, validate=validate.Regexp(r"^\d{4}-\d{2}-\d{2}$"))
+    verified = fields.Boolean(required=True)
