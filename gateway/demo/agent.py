@@ -24,7 +24,7 @@ def client_assertion(key: jwk.JWK, client_id: str, audience: str, *, alg: str = 
               "exp": now + lifetime, "jti": secrets.token_urlsafe(16)}
     claims.update(overrides)
     token = jws.JWS(json.dumps(claims).encode())
-    token.add_signature(key, alg=alg, protected={"alg": alg, "kid": key.key_id, "typ": "JWT"})
+    token.add_signature(key, alg=alg, protected={"alg": alg, "kid": key.get("kid"), "typ": "JWT"})
     return token.serialize(compact=True)
 
 

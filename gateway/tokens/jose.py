@@ -103,5 +103,5 @@ def verify(token: str, key: jwk.JWK, *, algs: list[str], now: int, issuer: str |
 
 def sign(claims: dict, key: jwk.JWK, *, typ: str, alg: str = "ES256") -> str:
     token = jws.JWS(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    token.add_signature(key, alg=alg, protected={"alg": alg, "kid": key.key_id, "typ": typ})
+    token.add_signature(key, alg=alg, protected={"alg": alg, "kid": key.get("kid"), "typ": typ})
     return token.serialize(compact=True)

@@ -104,7 +104,7 @@ class Keyring:
         if not isinstance(kid, str):
             raise TokenError("kid missing")
         for key in self.published():
-            if key.key_id == kid:
+            if key.get("kid") == kid:
                 return key
         raise TokenError("unknown kid")
 

@@ -1,0 +1,165 @@
+"""POST /oauth/token: codes are short-lived, single use, bound to client, redirect and PKCE."""
+from __future__ import annotations
+
+import time
+
+import jwt as pyjwt
+import pytest
+
+from .flow import BANK_DETAIL, ONCE_DETAIL, TD, Flow, ledger_snapshot
+
+
+def test_access_token_is_an_rfc9068_jwt_bound_to_the_consent(flow):
+    tokens = flow.tokens()
+    header = pyjwt.get_unverified_header(tokens["access_token"])
+    claims = pyjwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert header["typ"] == "at+jwt" and header["alg"] == "ES256" and header["kid"]
+    assert claims["iss"] == flow.issuer and claims["aud"] == flow.issuer + "/api"
+    assert claims["client_id"] == flow.client_id
+    assert claims["consent_id"] == tokens["consent_id"]
+    assert claims["authorization_details"] == [BANK_DETAIL]
+    assert 0 < claims["exp"] - claims["iat"] <= 600 and claims["jti"]
+    assert tokens["expires_in"] <= 600
+
+
+def test_pairwise_subject_differs_between_requesters(app):
+    bank, td = Flow(app), Flow(app, TD)
+    bank_sub = pyjwt.decode(bank.tokens()["access_token"], options={"verify_signature": False})["sub"]
+    detail = {"type": "cdeg_data", "purpose": "vehicle-licence-renewal", "access": "once",
+              "data_items": ["identity.name_en", "identity.hkid", "address.residential"]}
+    td_sub = pyjwt.decode(td.tokens(detail)["access_token"], options={"verify_signature": False})["sub"]
+    assert bank_sub != td_sub and "A123456" not in bank_sub
+
+
+def test_code_works_once_and_reuse_revokes_what_it_issued(flow):
+    code = flow.approved_code()
+    first = flow.token(code)
+    assert first.status_code == 200
+    access = first.get_json()["access_token"]
+    assert flow.data(access).status_code == 200
+    second = flow.token(code)
+    assert second.status_code == 400 and second.get_json()["error"] == "invalid_grant"
+    assert flow.data(access).status_code == 401
+    refresh = flow.requester.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": first.get_json()["refresh_token"],
+        **flow.auth()})
+    assert refresh.get_json()["error"] == "invalid_grant"
+    # the consent itself stays approved
+    page = flow.browser.get("/me").get_data(as_text=True)
+    assert 'data-status="approved"' in page
+
+
+def test_expired_code_is_refused(flow, clock):
+    code = flow.approved_code()
+    clock.advance(61)
+    resp = flow.token(code)
+    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("changes", [
+    {"code_verifier": "x" * 43},
+    {"code_verifier": None},
+    {"code_verifier": "short"},
+    {"redirect_uri": "http://127.0.0.1:9100/other"},
+    {"code": "not-a-code"},
+], ids=["wrong verifier", "missing verifier", "malformed verifier", "other redirect", "unknown code"])
+def test_bad_code_exchange_is_refused_and_issues_nothing(flow, changes):
+    code = flow.approved_code()
+    before = ledger_snapshot(flow.gw)
+    changes = dict(changes)
+    resp = flow.token(changes.pop("code", code), **changes)
+    assert resp.status_code == 400
+    assert resp.get_json()["error"] in ("invalid_grant", "invalid_request")
+    assert ledger_snapshot(flow.gw) == before
+
+
+def test_code_of_another_client_is_refused(app):
+    bank, td = Flow(app), Flow(app, TD)
+    code = bank.approved_code()
+    td.verifier = bank.verifier
+    resp = td.token(code, redirect_uri=bank.redirect_uri)
+    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_grant"
+
+
+def test_unknown_grant_type_is_refused(flow):
+    resp = flow.requester.post("/oauth/token", data={"grant_type": "password", **flow.auth()})
+    assert resp.status_code == 400 and resp.get_json()["error"] == "unsupported_grant_type"
+
+
+def test_refresh_token_rotates_and_the_old_one_dies(flow):
+    tokens = flow.tokens()
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    first = flow.requester.post("/oauth/token", data={**form, **flow.auth()})
+    assert first.status_code == 200
+    assert first.get_json()["refresh_token"] != tokens["refresh_token"]
+    again = flow.requester.post("/oauth/token", data={**form, **flow.auth()})
+    assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
+
+
+def test_once_consent_gets_no_refresh_token_and_ends_at_first_read(flow):
+    tokens = flow.tokens(ONCE_DETAIL)
+    assert "refresh_token" not in tokens
+    assert flow.data(tokens["access_token"]).status_code == 200
+    second = flow.data(tokens["access_token"])
+    assert second.status_code == 401
+    assert 'data-status="expired"' in flow.browser.get("/me").get_data(as_text=True)
+
+
+def test_refresh_after_revocation_is_refused(flow):
+    tokens = flow.tokens()
+    flow.revoke_as_citizen(tokens["consent_id"])
+    resp = flow.requester.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], **flow.auth()})
+    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_grant"
+
+
+def test_revocation_endpoint_revokes_the_clients_token(flow):
+    tokens = flow.tokens()
+    resp = flow.requester.post("/oauth/revoke", data={"token": tokens["access_token"], **flow.auth()})
+    assert resp.status_code == 200
+    assert flow.data(tokens["access_token"]).status_code == 401
+
+
+def test_revocation_answers_200_for_unknown_tokens(flow):
+    resp = flow.requester.post("/oauth/revoke", data={"token": "nonsense", **flow.auth()})
+    assert resp.status_code == 200
+
+
+def test_introspection_tells_active_then_only_inactive(flow, clock):
+    tokens = flow.tokens()
+    active = flow.requester.post("/oauth/introspect",
+                                 data={"token": tokens["access_token"], **flow.auth()}).get_json()
+    assert active["active"] is True and active["consent_id"] == tokens["consent_id"]
+    flow.revoke_as_citizen(tokens["consent_id"])
+    gone = flow.requester.post("/oauth/introspect",
+                               data={"token": tokens["access_token"], **flow.auth()}).get_json()
+    assert gone == {"active": False}
+    unknown = flow.requester.post("/oauth/introspect",
+                                  data={"token": "junk", **flow.auth()}).get_json()
+    assert unknown == {"active": False}
+
+
+def test_another_client_cannot_introspect_or_revoke_my_token(app):
+    bank, td = Flow(app), Flow(app, TD)
+    tokens = bank.tokens()
+    seen = td.requester.post("/oauth/introspect", data={"token": tokens["access_token"], **td.auth()})
+    assert seen.get_json() == {"active": False}
+    td.requester.post("/oauth/revoke", data={"token": tokens["access_token"], **td.auth()})
+    assert bank.data(tokens["access_token"]).status_code == 200
+
+
+def test_token_endpoint_without_client_auth_is_invalid_client(flow):
+    code = flow.approved_code()
+    resp = flow.requester.post("/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": flow.redirect_uri,
+        "code_verifier": flow.verifier})
+    assert resp.status_code == 401 and resp.get_json()["error"] == "invalid_client"
+    assert flow.token(code).status_code == 200  # the code was not spent by the refusal
+
+
+def test_access_token_lives_ten_minutes_at_most(flow, clock):
+    tokens = flow.tokens()
+    clock.advance(601)
+    resp = flow.data(tokens["access_token"])
+    assert resp.status_code == 401
+    _ = time
