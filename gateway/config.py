@@ -34,6 +34,8 @@ class Config:
     jobs_inline: bool | None = None       # default: inline when Redis is the stand-in
     max_body_bytes: int = 64 * 1024
     session_idle_seconds: int = 15 * 60
+    client_rate_per_minute: int = 120_000     # data API calls per requester
+    login_rate_per_minute: int = 20           # login attempts per address
     connector_timeout: tuple[float, float] = (2.0, 5.0)
     extra: dict = field(default_factory=dict)
 
@@ -78,6 +80,13 @@ class Config:
                           ("CDEG_SECRET_KEY", "secret_key")):
             if env.get(name):
                 values[key] = env[name]
+        for name, key in (("CDEG_CLIENT_RATE_PER_MINUTE", "client_rate_per_minute"),
+                          ("CDEG_LOGIN_RATE_PER_MINUTE", "login_rate_per_minute")):
+            if env.get(name):
+                try:
+                    values[key] = int(env[name])
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: must be a whole number") from exc
         if env.get("CDEG_JOBS_INLINE"):
             values["jobs_inline"] = env["CDEG_JOBS_INLINE"].lower() in ("1", "true", "yes")
         values.update(overrides)

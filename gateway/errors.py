@@ -19,6 +19,7 @@ from gateway.exchange.release import ReleaseError
 from gateway.oauth.errors import OAuthError
 from gateway.requester import UnknownRequester
 from gateway.store.redis import RedisUnavailable
+from gateway.throttle import Throttled
 from gateway.tokens.errors import TokenError
 from sqlalchemy.exc import OperationalError
 from redis.exceptions import RedisError
@@ -84,7 +85,7 @@ def _page(status: int, message: str):
 def _generic(status: int, slug: str, detail: str, headers=None):
     edge = _edge()
     if edge == "oauth":
-        error = {401: "invalid_client", 503: "temporarily_unavailable",
+        error = {401: "invalid_client", 503: "temporarily_unavailable", 429: "slow_down",
                  500: "server_error"}.get(status, "invalid_request")
         resp = jsonify(error=error, error_description=detail)
         resp.status_code = status
@@ -130,6 +131,11 @@ def init_app(app: Flask) -> None:
         if exc.reason == "source_unavailable":
             return problem(503, "source-unavailable", exc.detail, headers={"Retry-After": "10"})
         return problem(400, "bad-request", exc.detail, errors=exc.errors)
+
+    @app.errorhandler(Throttled)
+    def _throttled(exc: Throttled):
+        return _generic(429, "too-many-requests", str(exc),
+                        headers={"Retry-After": str(exc.retry_after)})
 
     @app.errorhandler(ConsentNotFound)
     def _consent_missing(exc):

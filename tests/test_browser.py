@@ -46,18 +46,18 @@ WAIT = 15
 
 # -- the browser -----------------------------------------------------------------------------------
 
-@pytest.fixture
-def browser(tmp_path, monkeypatch):
+def start_chromium(profile_dir) -> webdriver.Chrome:
+    """Debian's headless Chromium under its chromedriver. Called from inside the tests, so a
+    missing browser is a test failure (not a setup error, and never a skip)."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.isfile(p) and os.access(p, os.X_OK))]
     if missing:
         pytest.fail(f"the browser tests need Debian's Chromium and chromedriver; missing: "
                     f"{', '.join(missing)}. Install them with: {INSTALL}", pytrace=False)
-    monkeypatch.setenv("SE_OFFLINE", "true")      # Selenium Manager must never download
     options = Options()
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument(f"--user-data-dir={profile_dir}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -65,9 +65,22 @@ def browser(tmp_path, monkeypatch):
         pytest.fail(f"Chromium did not start ({exc.msg}); the browser tests need Debian's "
                     f"Chromium and chromedriver of the same version: {INSTALL}", pytrace=False)
     driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
+    return driver
+
+
+@pytest.fixture
+def chromium(tmp_path, monkeypatch):
+    """Answers a function that starts the browser (once) and quits it after the test."""
+    monkeypatch.setenv("SE_OFFLINE", "true")      # Selenium Manager must never download
+    started: list = []
+
+    def start() -> webdriver.Chrome:
+        if not started:
+            started.append(start_chromium(tmp_path / "chromium-profile"))
+        return started[0]
+
+    yield start
+    for driver in started:
         driver.quit()
 
 
@@ -157,7 +170,8 @@ def approve_in_browser(driver, live, bank: Requester, state: str = "browser-stat
     return query, verifier
 
 
-def test_citizen_approves_in_the_browser_and_the_bank_reads(live_gateway, browser):
+def test_citizen_approves_in_the_browser_and_the_bank_reads(live_gateway, chromium):
+    browser = chromium()
     bank = bank_of(live_gateway)
     query, verifier = approve_in_browser(browser, live_gateway, bank)
     resp = bank.token(query["code"], verifier)
@@ -168,7 +182,8 @@ def test_citizen_approves_in_the_browser_and_the_bank_reads(live_gateway, browse
     assert resp.json()["items"]["identity.name_en"]["value"] == "CHAN, Tai Man"
 
 
-def test_citizen_revokes_on_me_and_the_next_read_is_refused(live_gateway, browser):
+def test_citizen_revokes_on_me_and_the_next_read_is_refused(live_gateway, chromium):
+    browser = chromium()
     bank = bank_of(live_gateway)
     query, verifier = approve_in_browser(browser, live_gateway, bank)
     tokens = bank.token(query["code"], verifier).json()
@@ -226,7 +241,8 @@ def assert_consent_screen_in_chinese(driver) -> None:
     button_named(driver, "Decline")
 
 
-def test_consent_screen_in_traditional_chinese_without_inline_script(live_gateway, browser):
+def test_consent_screen_in_traditional_chinese_without_inline_script(live_gateway, chromium):
+    browser = chromium()
     bank = bank_of(live_gateway)
     url, _ = push(bank, "zh-state")
     browser.get(url)
@@ -254,10 +270,11 @@ def test_consent_screen_in_traditional_chinese_without_inline_script(live_gatewa
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", resp.text, re.I)
 
 
-def test_language_asked_before_login_is_remembered_through_it(live_gateway, browser):
+def test_language_asked_before_login_is_remembered_through_it(live_gateway, chromium):
     """A requester sends a Chinese-speaking citizen to the authorize URL with ?lang=zh-HK: the
     login, code and consent pages all come in Traditional Chinese (SPEC 3: remembered for
     the session)."""
+    browser = chromium()
     url, _ = push(bank_of(live_gateway), "zh-login")
     browser.get(url + "&lang=zh-HK")
     wait(browser, path_is("/login"), "the browser was not sent to the login page")

@@ -139,3 +139,12 @@ def test_wrong_assertion_type_is_refused(flow):
 def test_other_clients_key_cannot_sign_for_this_client(flow):
     other = key_of("transport-department")
     _refused(flow, client_assertion(other, flow.client_id, flow.issuer))
+
+
+def test_the_called_endpoint_url_is_accepted_as_audience(flow):
+    """RFC 9126 section 2: a PAR client assertion may name the PAR endpoint."""
+    assert _par_with(flow, flow.assertion(aud=flow.issuer + "/oauth/par")).status_code == 201
+
+
+def test_another_endpoint_url_is_not_an_audience(flow):
+    _refused(flow, flow.assertion(aud=flow.issuer + "/oauth/introspect"))

@@ -15,6 +15,7 @@ import jwt
 import pytest
 import requests
 from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
@@ -62,6 +63,7 @@ class AuthlibRequester:
         self.meta, self.client_id, self.redirect_uri = metadata, client_id, redirect_uri
         key = ECKey.import_key(private_jwks(client_id)["keys"][0])
         self.session = OAuth2Session(client_id, key, token_endpoint_auth_method="private_key_jwt",
+                                     revocation_endpoint_auth_method="private_key_jwt",
                                      redirect_uri=redirect_uri, code_challenge_method="S256",
                                      default_timeout=10)
         # aud = the issuer, as SPEC 3 and FAPI 2.0 ask (Authlib's default would be the URL posted to).
@@ -205,7 +207,6 @@ def verify_access_token(base: str, access_token: str) -> dict:
 def test_metadata_is_rfc8414_and_every_url_starts_with_the_issuer(live_gateway):
     base = live_gateway.base
     meta = metadata_of(base)
-    AuthorizationServerMetadata(meta).validate()          # Authlib's RFC 8414 checks
     assert meta["issuer"] == base
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert "private_key_jwt" in meta["token_endpoint_auth_methods_supported"]
@@ -215,6 +216,9 @@ def test_metadata_is_rfc8414_and_every_url_starts_with_the_issuer(live_gateway):
     for name, url in urls.items():
         assert url.startswith(base), (name, url)
         assert url == base or url.startswith(base + "/"), (name, url)
+    # Authlib's RFC 8414 checks (http allowed on loopback, see the fixture above), among them:
+    # a *_auth_signing_alg_values_supported entry for every endpoint that takes private_key_jwt.
+    AuthorizationServerMetadata(meta).validate()
 
 
 def test_authlib_client_drives_the_grant_and_pyjwt_verifies_what_comes_back(live_gateway):
@@ -230,6 +234,7 @@ def test_authlib_client_drives_the_grant_and_pyjwt_verifies_what_comes_back(live
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["consent_id"] == token["consent_id"]
+    assert body["subject"] == jwt.decode(token["access_token"], options={"verify_signature": False})["sub"]
     assert set(body["items"]) == set(BANK_DETAIL["data_items"])
     assert body["items"]["identity.name_en"]["value"] == "CHAN, Tai Man"
     assert body["items"]["identity.hkid"]["value"] == HKID
@@ -273,3 +278,42 @@ def test_authlib_client_drives_the_grant_and_pyjwt_verifies_what_comes_back(live
     resp = td.session.get(base + "/api/v1/data")
     assert resp.status_code == 200
     assert resp.json()["items"]["identity.hkid"]["value"] == HKID   # the same citizen indeed
+
+
+def test_authlib_refreshes_introspects_and_revokes(live_gateway):
+    """RFC 6749 refresh (rotated), RFC 7662 introspection and RFC 7009 revocation, each with
+    Authlib's own call and private_key_jwt."""
+    base = live_gateway.base
+    bank, token, _ = grant(base, BANK, BANK_REDIRECT, BANK_DETAIL)
+    meta, session = bank.meta, bank.session
+    first_refresh = token["refresh_token"]
+
+    fresh = session.refresh_token(meta["token_endpoint"])
+    assert fresh["refresh_token"] != first_refresh                 # rotated on every use
+    assert fresh["consent_id"] == token["consent_id"]
+    assert verify_access_token(base, fresh["access_token"])["consent_id"] == token["consent_id"]
+    with pytest.raises(OAuthError) as refused:
+        session.refresh_token(meta["token_endpoint"], refresh_token=first_refresh)
+    assert refused.value.error == "invalid_grant"
+
+    resp = session.introspect_token(meta["introspection_endpoint"], token=fresh["access_token"])
+    assert resp.status_code == 200
+    answer = resp.json()
+    assert answer["active"] is True and answer["client_id"] == BANK
+    assert answer["consent_id"] == token["consent_id"]
+
+    # Another requester learns nothing about the bank's token.
+    td = AuthlibRequester(metadata_of(base), TD, TD_REDIRECT)
+    resp = td.session.introspect_token(meta["introspection_endpoint"], token=fresh["access_token"])
+    assert resp.status_code == 200 and resp.json() == {"active": False}
+
+    resp = session.revoke_token(meta["revocation_endpoint"], token=fresh["access_token"],
+                                token_type_hint="access_token")
+    assert resp.status_code == 200
+    resp = session.get(base + "/api/v1/data", headers={"Authorization": f"Bearer {fresh['access_token']}"})
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+    resp = session.introspect_token(meta["introspection_endpoint"], token=fresh["access_token"])
+    assert resp.json() == {"active": False}
+    resp = session.revoke_token(meta["revocation_endpoint"], token="never-issued")
+    assert resp.status_code == 200                                  # RFC 7009 2.2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from gateway import throttle
 from gateway.errors import ApiProblem
 from gateway.exchange.release import parse_items, release
 from gateway.tokens import jose
@@ -18,6 +19,8 @@ JSON, JWT = "application/json", "application/jwt"
 @bp.get("/data")
 def data():
     claims = current_claims()
+    gw = current_app.extensions["cdeg"]
+    throttle.check(gw, "client", claims["client_id"], gw.config.client_rate_per_minute)
     unknown = set(request.args) - {"items"}
     if unknown:
         raise ApiProblem(400, "bad-request", "unknown query parameter",
@@ -26,9 +29,8 @@ def data():
         if request.accept_mimetypes else JSON
     if request.accept_mimetypes and request.accept_mimetypes.quality(wanted) == 0:
         raise ApiProblem(406, "not-acceptable", "answers are application/json or application/jwt")
-    body = release(current_app.extensions["cdeg"], claims, parse_items(request.args.get("items")))
+    body = release(gw, claims, parse_items(request.args.get("items")))
     if wanted == JWT:
-        gw = current_app.extensions["cdeg"]
         now = gw.clock.now()
         signed = jose.sign({"iss": gw.config.issuer, "aud": claims["client_id"], "iat": now,
                             "jti": new_jti(), **body}, gw.keyring.signing_key, typ="cdeg-data+jwt")

@@ -1,7 +1,8 @@
 """private_key_jwt client authentication (RFC 7523 section 2.2, FAPI 2.0 rules).
 
 The assertion: signed ES256, PS256 or EdDSA by a key in the client's registered JWKS;
-``iss`` = ``sub`` = ``client_id``; ``aud`` the issuer (or the token endpoint); ``exp`` in the
+``iss`` = ``sub`` = ``client_id``; ``aud`` the issuer (or the token endpoint, or the URL of
+the endpoint being called, as RFC 9126 section 2 allows for PAR); ``exp`` in the
 future but at most 5 minutes ahead; ``iat`` not more than 60 s ahead; ``jti`` never seen before
 (remembered in Redis until the assertion could no longer be used).
 """
@@ -19,7 +20,7 @@ ALGS = ["ES256", "PS256", "EdDSA"]
 MAX_AHEAD = 300
 
 
-def authenticate(gw, conn, form) -> dict:
+def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
     """Answer the authenticated requester's row, or raise InvalidClient."""
     if form.get("client_assertion_type") != ASSERTION_TYPE:
         raise InvalidClient("client_assertion_type must be jwt-bearer (private_key_jwt)")
@@ -45,7 +46,8 @@ def authenticate(gw, conn, form) -> dict:
     now = gw.clock.now()
     try:
         claims = jose.verify(assertion, key, algs=ALGS, now=now, issuer=client_id,
-                             audience=[gw.config.issuer, gw.config.issuer + "/oauth/token"],
+                             audience=sorted({gw.config.issuer, gw.config.issuer + "/oauth/token",
+                                              gw.config.issuer + endpoint}),
                              header=header, required=("exp", "jti", "sub"))
     except TokenError as exc:
         raise InvalidClient(f"client_assertion refused: {exc}") from exc

@@ -42,7 +42,7 @@ def par():
     form = _form()
     gw = _gw()
     with gw.transaction() as conn:
-        requester = client_auth.authenticate(gw, conn, form)
+        requester = client_auth.authenticate(gw, conn, form, request.path)
     with gw.transaction() as conn:
         return _json(grant.push(gw, conn, requester, form), 201)
 
@@ -57,7 +57,7 @@ def token():
             raise InvalidRequest("grant_type missing")
         raise UnsupportedGrantType("grant_type must be authorization_code or refresh_token")
     with gw.transaction() as conn:
-        requester = client_auth.authenticate(gw, conn, form)
+        requester = client_auth.authenticate(gw, conn, form, request.path)
     with gw.transaction() as conn:
         if grant_type == "authorization_code":
             return _json(grant.exchange_code(gw, conn, requester, form))
@@ -69,7 +69,7 @@ def revoke():
     form = _form()
     gw = _gw()
     with gw.transaction() as conn:
-        requester = client_auth.authenticate(gw, conn, form)
+        requester = client_auth.authenticate(gw, conn, form, request.path)
     if "token" not in form:
         raise InvalidRequest("token missing")
     with gw.transaction() as conn:
@@ -82,7 +82,7 @@ def introspect():
     form = _form()
     gw = _gw()
     with gw.transaction() as conn:
-        requester = client_auth.authenticate(gw, conn, form)
+        requester = client_auth.authenticate(gw, conn, form, request.path)
     if "token" not in form:
         raise InvalidRequest("token missing")
     with gw.db.connect() as conn:

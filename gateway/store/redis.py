@@ -35,6 +35,22 @@ class RedisStore:
         except redis_lib.RedisError as exc:
             raise RedisUnavailable("redis did not answer") from exc
 
+    def hit(self, kind: str, ident: str, limit: int, window: int) -> int:
+        """Count one request in a fixed window; answer 0 when allowed, else seconds to wait.
+
+        One round trip (INCR and EXPIRE NX in a pipeline)."""
+        key = self.key("rate", kind, ident)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)
+            count, _ = pipe.execute()
+            if count <= limit:
+                return 0
+            return max(1, int(self.client.ttl(key)))
+        except redis_lib.RedisError as exc:
+            raise RedisUnavailable("redis did not answer") from exc
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import redirect, request, session, url_for
 
 from gateway import login as mock_iam_smart
+from gateway import throttle
 
 from .pages import bp, check_csrf, gw, local_path, render
 
@@ -16,6 +17,7 @@ def login_page():
 @bp.post("/login")
 def login():
     check_csrf()
+    throttle.check(gw(), "login", request.remote_addr or "-", gw().config.login_rate_per_minute)
     next_url = local_path(request.form.get("next", "/me"))
     try:
         pending, code = mock_iam_smart.start(gw(), request.form.get("hkid", ""))

@@ -7,13 +7,22 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, abort, current_app, render_template, request, session
 
-from .i18n import pick, translator
+from .i18n import LANGS, pick, translator
 
 bp = Blueprint("web", __name__, template_folder="templates")
 
 
 def gw():
     return current_app.extensions["cdeg"]
+
+
+@bp.before_app_request
+def _session_store_answers_and_language_is_remembered():
+    if getattr(session, "unavailable", False):
+        from gateway.store.redis import RedisUnavailable
+        raise RedisUnavailable("session store did not answer")
+    if request.args.get("lang") in LANGS:
+        lang()  # remember ?lang= even on a page that only redirects (to the login)
 
 
 def lang() -> str:

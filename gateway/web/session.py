@@ -9,6 +9,7 @@ import json
 import secrets
 
 from flask.sessions import SessionInterface, SessionMixin
+from redis.exceptions import RedisError
 from werkzeug.datastructures import CallbackDict
 
 COOKIE = "cdeg_session"
@@ -23,6 +24,7 @@ class CitizenSession(CallbackDict, SessionMixin):
         self.new = new
         self.modified = False
         self.old_sids: list[str] = []
+        self.unavailable = False       # Redis did not answer: pages answer 503
 
     def regenerate(self) -> None:
         """A new id for the same data (called at login)."""
@@ -47,7 +49,12 @@ class RedisSessionInterface(SessionInterface):
     def open_session(self, app, request):
         sid = request.cookies.get(COOKIE)
         if sid and 20 <= len(sid) <= 64:
-            raw = self.gw.redis.client.get(self._key(sid))
+            try:
+                raw = self.gw.redis.client.get(self._key(sid))
+            except RedisError:
+                broken = CitizenSession(new=True)
+                broken.unavailable = True
+                return broken
             if raw is not None:
                 try:
                     return CitizenSession(json.loads(raw), sid=sid)
@@ -56,6 +63,14 @@ class RedisSessionInterface(SessionInterface):
         return CitizenSession(new=True)
 
     def save_session(self, app, session, response):
+        if getattr(session, "unavailable", False):
+            return
+        try:
+            self._save(session, response)
+        except RedisError:
+            pass  # the page already answered; the next request will find Redis down and say so
+
+    def _save(self, session, response):
         secure = self.gw.config.production or self.gw.config.issuer.startswith("https://")
         for old in session.old_sids:
             self.gw.redis.client.delete(self._key(old))

@@ -1,0 +1,181 @@
+"""The citizen's pages: login, consent screen and /me, and the browser-side protections."""
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+import pytest
+
+from .flow import HKID, Flow, ledger_snapshot
+
+
+def test_login_gives_a_new_session_id_and_logout_ends_it_server_side(flow):
+    flow.browser.get("/login")
+    before = flow.browser.get_cookie("cdeg_session").value
+    flow.login()
+    after = flow.browser.get_cookie("cdeg_session").value
+    assert before != after
+    assert flow.browser.get("/me").status_code == 200
+    page = flow.browser.get("/me").get_data(as_text=True)
+    flow.browser.post("/logout", data={"csrf_token": flow.csrf(page)})
+    stolen = flow.app.test_client()
+    stolen.set_cookie("cdeg_session", after)
+    assert stolen.get("/me").status_code == 303  # the old id is dead on the server
+
+
+def test_session_cookie_is_httponly_and_samesite(flow):
+    resp = flow.browser.get("/login")
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+@pytest.mark.parametrize("hkid, message", [("A123456(4)", "check digit"),
+                                           ("Z99999(9)", "like A123456(3)"),
+                                           ("A<script>", "like A123456(3)")])
+def test_login_with_a_bad_hkid_explains_why(flow, hkid, message):
+    resp = flow.login(hkid=hkid)
+    assert resp.status_code == 400
+    assert message in resp.get_data(as_text=True)
+    assert "<script>" not in resp.get_data(as_text=True)
+
+
+def test_login_with_a_hkid_unknown_to_immd_is_refused(flow):
+    resp = flow.login(hkid="C123456(9)")  # a valid number ImmD does not know
+    assert resp.status_code == 400
+
+
+def test_wrong_code_is_refused_and_attempts_are_limited(flow):
+    page = flow.browser.get("/login").get_data(as_text=True)
+    resp = flow.browser.post("/login", data={"csrf_token": flow.csrf(page), "hkid": HKID})
+    page = flow.browser.get(resp.headers["Location"]).get_data(as_text=True)
+    code = re.search(r'id="demo-code">(\d{6})<', page).group(1)
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(5):
+        assert flow.browser.post("/login/code", data={"csrf_token": flow.csrf(page),
+                                                      "code": wrong}).status_code == 400
+    resp = flow.browser.post("/login/code", data={"csrf_token": flow.csrf(page), "code": code})
+    assert resp.status_code == 400  # five wrong attempts spend the code
+
+
+def test_posts_without_csrf_token_are_refused(flow):
+    tokens = flow.tokens()
+    before = ledger_snapshot(flow.gw)
+    resp = flow.browser.post(f"/me/consents/{tokens['consent_id']}/revoke", data={})
+    assert resp.status_code == 400
+    assert ledger_snapshot(flow.gw) == before
+    assert flow.data(tokens["access_token"]).status_code == 200
+
+
+def test_authorize_without_a_pushed_request_is_refused(flow):
+    flow.login()
+    resp = flow.browser.get("/oauth/authorize?" + urlencode({
+        "client_id": flow.client_id, "response_type": "code",
+        "redirect_uri": flow.redirect_uri, "code_challenge": "x" * 43}))
+    assert resp.status_code == 400
+    assert "par" in resp.get_data(as_text=True).lower()
+
+
+def test_request_uri_is_bound_to_its_client(app):
+    bank, td = Flow(app), Flow(app, "transport-department")
+    request_uri = bank.par().get_json()["request_uri"]
+    td.login()
+    resp = td.consent_page(request_uri)
+    assert resp.status_code == 400
+
+
+def test_request_uri_is_used_once_at_approval(flow):
+    request_uri = flow.par().get_json()["request_uri"]
+    flow.login()
+    assert flow.consent_page(request_uri).status_code == 200
+    assert flow.consent_page(request_uri).status_code == 200  # page loads do not use it
+    assert flow.decide(request_uri).status_code == 303
+    assert flow.consent_page(request_uri).status_code == 400
+
+
+def test_expired_request_uri_is_refused(flow, clock):
+    request_uri = flow.par().get_json()["request_uri"]
+    flow.login()
+    clock.advance(601)
+    assert flow.consent_page(request_uri).status_code == 400
+
+
+def test_consent_screen_shows_who_why_what_and_how_long(flow):
+    request_uri = flow.par().get_json()["request_uri"]
+    flow.login()
+    page = flow.consent_page(request_uri).get_data(as_text=True)
+    for text in ("Bank of Example", "Open a bank account remotely", "CHAN, Tai Man",
+                 "A123456(3)", "Mei Foo Sun Chuen", ">Approve<", ">Decline<", 'href="/me"'):
+        assert text in page, text
+
+
+def test_consent_screen_in_traditional_chinese(flow):
+    request_uri = flow.par().get_json()["request_uri"]
+    flow.login()
+    page = flow.browser.get("/oauth/authorize?" + urlencode({
+        "client_id": flow.client_id, "request_uri": request_uri, "lang": "zh-HK"})).get_data(as_text=True)
+    for text in ("示例銀行", "遙距開立銀行戶口", "香港身份證號碼", 'lang="zh-HK"', "Approve", "批准"):
+        assert text in page, text
+    remembered = flow.consent_page(request_uri).get_data(as_text=True)
+    assert "示例銀行" in remembered  # the choice is remembered for the session
+
+
+def test_pages_send_security_headers(flow):
+    flow.login()
+    resp = flow.browser.get("/me")
+    csp = resp.headers["Content-Security-Policy"]
+    for directive in ("frame-ancestors 'none'", "object-src 'none'", "base-uri 'none'"):
+        assert directive in csp
+    assert "unsafe-inline" not in csp
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Referrer-Policy"]
+    assert "no-store" in resp.headers["Cache-Control"]
+    assert "<script>" not in resp.get_data(as_text=True)
+
+
+def test_consent_page_allows_the_form_to_reach_the_registered_redirect_origin(flow):
+    request_uri = flow.par().get_json()["request_uri"]
+    flow.login()
+    csp = flow.consent_page(request_uri).headers["Content-Security-Policy"]
+    assert "form-action 'self' http://127.0.0.1:9100" in csp
+
+
+def test_citizen_cannot_revoke_another_citizens_consent(app):
+    owner, other = Flow(app), Flow(app)
+    tokens = owner.tokens()
+    other.login(hkid="G123456(A)")
+    page = other.browser.get("/me").get_data(as_text=True)
+    resp = other.browser.post(f"/me/consents/{tokens['consent_id']}/revoke",
+                              data={"csrf_token": other.csrf(page)})
+    assert resp.status_code == 404
+    assert owner.data(tokens["access_token"]).status_code == 200
+    assert tokens["consent_id"] not in page
+
+
+def test_login_next_cannot_send_the_citizen_elsewhere(flow):
+    resp = flow.login(next_url="https://evil.example/")
+    assert resp.status_code == 303 and resp.headers["Location"] == "/me"
+    flow2 = Flow(flow.app)
+    resp = flow2.login(next_url="//evil.example/x")
+    assert resp.headers["Location"] == "/me"
+
+
+def test_me_lists_consents_with_reads_and_revoke(flow):
+    tokens = flow.tokens()
+    flow.data(tokens["access_token"])
+    page = flow.browser.get("/me").get_data(as_text=True)
+    assert f'data-consent-id="{tokens["consent_id"]}"' in page
+    assert "Bank of Example" in page and ">Revoke<" in page
+    assert "identity.name_en" in page and "api" in page  # the access log
+
+
+def test_me_needs_login(flow):
+    resp = flow.browser.get("/me")
+    assert resp.status_code == 303 and resp.headers["Location"].startswith("/login")
+
+
+@pytest.mark.parametrize("path", ["/no-such-page", "/me/consents/x/revoke"])
+def test_unknown_pages_and_methods_answer_cleanly(flow, path):
+    resp = flow.browser.get(path)
+    assert resp.status_code in (404, 405)
+    assert "Traceback" not in resp.get_data(as_text=True)

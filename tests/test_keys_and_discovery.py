@@ -1,0 +1,78 @@
+"""Signing keys in the instance folder, their rotation, and what the gateway publishes."""
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import jwt as pyjwt
+
+from gateway.clock import Clock
+from gateway.tokens.keyring import Keyring
+
+
+def test_first_start_creates_a_private_key_readable_only_by_the_owner(gw):
+    folder = gw.config.instance_dir / "keys"
+    pems = list(folder.glob("*.pem"))
+    assert len(pems) == 1
+    assert stat.S_IMODE(os.stat(pems[0]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+
+
+def test_jwks_publishes_public_keys_only(flow):
+    keys = flow.requester.get("/jwks.json").get_json()["keys"]
+    assert keys and all("d" not in k and k["kty"] == "EC" and k["alg"] == "ES256" and k["kid"]
+                        for k in keys)
+
+
+def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(flow, clock):
+    old = flow.tokens()
+    old_kid = pyjwt.get_unverified_header(old["access_token"])["kid"]
+    # rotate as the CLI does: another Keyring object on the same folder, another process
+    Keyring(flow.gw.config.instance_dir / "keys", Clock(), 660).rotate()
+    time.sleep(1.1)  # a running gateway looks for rotations made elsewhere once a second
+    new = Flow2(flow).tokens()
+    new_kid = pyjwt.get_unverified_header(new["access_token"])["kid"]
+    assert new_kid != old_kid
+    kids = {k["kid"] for k in flow.requester.get("/jwks.json").get_json()["keys"]}
+    assert {old_kid, new_kid} <= kids
+    assert flow.data(old["access_token"]).status_code == 200
+    clock.advance(700)  # the old key's tokens have all expired: it is no longer published
+    kids = {k["kid"] for k in flow.requester.get("/jwks.json").get_json()["keys"]}
+    assert old_kid not in kids and new_kid in kids
+
+
+def Flow2(flow):
+    from .flow import Flow
+    return Flow(flow.app)
+
+
+def test_metadata_follows_rfc8414_and_names_every_endpoint_under_the_issuer(flow):
+    meta = flow.requester.get("/.well-known/oauth-authorization-server").get_json()
+    assert meta["issuer"] == flow.issuer
+    for key in ("authorization_endpoint", "token_endpoint", "jwks_uri", "revocation_endpoint",
+                "introspection_endpoint", "pushed_authorization_request_endpoint"):
+        assert meta[key].startswith(flow.issuer + "/")
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert meta["require_pushed_authorization_requests"] is True
+    assert meta["authorization_response_iss_parameter_supported"] is True
+
+
+def test_health_and_readiness(flow):
+    assert flow.requester.get("/healthz").get_json() == {"status": "ok"}
+    ready = flow.requester.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_unknown_api_path_is_a_problem_document(flow):
+    resp = flow.requester.get("/api/v1/nothing")
+    assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
+    resp = flow.requester.delete("/api/v1/data")
+    assert resp.status_code == 405 and resp.mimetype == "application/problem+json"
+
+
+def test_oauth_endpoint_wrong_method_is_an_oauth_error(flow):
+    resp = flow.requester.get("/oauth/token")
+    assert resp.status_code == 405 and resp.get_json()["error"] == "invalid_request"

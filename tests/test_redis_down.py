@@ -1,0 +1,98 @@
+"""Redis down: nothing is minted or released (503 + Retry-After), the ledger is untouched,
+and the gateway recovers by itself when Redis returns. Uses a private redis-server of its own."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from .conftest import build_app, make_config
+from .flow import Flow, ledger_snapshot
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    def __init__(self, tmp_path):
+        binary = shutil.which("redis-server")
+        if not binary:
+            pytest.fail("redis-server must be installed for the Redis outage tests")
+        self.binary, self.dir, self.port, self.proc = binary, tmp_path, _free_port(), None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail("private redis-server did not start")
+
+    def stop(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def outage(tmp_path, request, clock):
+    server = PrivateRedis(tmp_path)
+    server.start()
+    config = make_config(tmp_path, "services", request, redis_url=server.url)
+    app = build_app(config, clock)
+    yield server, Flow(app)
+    server.stop()
+    app.extensions["cdeg"].close()
+
+
+def test_redis_down_mints_no_token_releases_no_data_and_recovers(outage):
+    server, flow = outage
+    tokens = flow.tokens()
+    code = flow.approved_code()
+    server.stop()
+    before = ledger_snapshot(flow.gw)
+
+    minted = flow.token(code)
+    assert minted.status_code == 503 and minted.headers["Retry-After"]
+    assert minted.get_json()["error"] == "temporarily_unavailable"
+
+    read = flow.data(tokens["access_token"])
+    assert read.status_code == 503 and read.headers["Retry-After"]
+    assert read.mimetype == "application/problem+json"
+
+    assert flow.requester.get("/readyz").status_code == 503
+    assert flow.requester.get("/healthz").status_code == 200
+    assert ledger_snapshot(flow.gw) == before
+
+    server.start()
+    assert flow.requester.get("/readyz").status_code == 200
+    assert flow.data(tokens["access_token"]).status_code == 200
+    assert flow.token(code).status_code == 200
+
+
+def test_citizen_pages_answer_503_not_500_while_redis_is_down(outage):
+    server, flow = outage
+    flow.login()
+    page = flow.browser.get("/login").get_data(as_text=True)
+    server.stop()
+    resp = flow.browser.get("/me")
+    assert resp.status_code == 503 and resp.headers["Retry-After"]
+    fresh = flow.app.test_client()
+    resp = fresh.post("/login", data={"csrf_token": flow.csrf(page), "hkid": "A123456(3)"})
+    assert resp.status_code in (400, 503)  # no session to hold the CSRF token, or no Redis
+    assert "Traceback" not in resp.get_data(as_text=True)
