@@ -51,6 +51,22 @@ class Gateway:
                                              mock_app=departments_app)
         self.router = Router(self.departments)
         self.client_keys = requesters.KeyCache()
+        if config.production:
+            self._refuse_demo_data()
+
+    def _refuse_demo_data(self) -> None:
+        """CDEG_ENV=production never runs with the demo requesters' published keys."""
+        from gateway.config import ConfigError
+        from gateway.demo.seed import demo_requesters, public_jwks
+        with self.db.connect() as conn:
+            for entry in demo_requesters():
+                try:
+                    row = requesters.get(conn, entry["client_id"])
+                except requesters.UnknownRequester:
+                    continue
+                if row["jwks"] == public_jwks(entry["client_id"]):
+                    raise ConfigError(f"production instance holds demo requester "
+                                      f"{entry['client_id']!r} with its demo keys; remove it")
 
     @contextmanager
     def transaction(self):

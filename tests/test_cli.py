@@ -1,0 +1,188 @@
+"""The operator's `cdeg` command, run as an operator would."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from click.testing import CliRunner
+from jwcrypto import jwk
+from sqlalchemy import update
+
+from gateway.cli import main
+from gateway.store.db import audit_entries
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("CDEG_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CDEG_INSTANCE_DIR", str(tmp_path / "instance"))
+    monkeypatch.setenv("CDEG_ISSUER", "http://gateway.test")
+    return tmp_path
+
+
+def run(*args, expect=0):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result.output
+
+
+def _jwks_file(tmp_path, private=False) -> str:
+    key = jwk.JWK.generate(kty="EC", crv="P-256", kid="new-1")
+    doc = {"keys": [json.loads(key.export(private_key=private))]}
+    path = tmp_path / ("private.json" if private else "jwks.json")
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_db_upgrade_then_seed_then_register_a_requester(env):
+    assert "schema up to date" in run("db", "upgrade")
+    assert "bank-of-example" in run("seed", "--demo")
+    out = run("clients", "register", "--client-id", "social-welfare", "--name", "Social Welfare",
+              "--jwks", _jwks_file(env), "--redirect-uri", "https://swd.example/cb",
+              "--kind", "department", "--policy", "policies/housing-department.yaml", expect=1)
+    assert "governs 'housing-department'" in out
+
+
+def test_register_refuses_private_keys_and_bad_policies_with_named_errors(env, tmp_path):
+    run("db", "upgrade")
+    out = run("clients", "register", "--client-id", "x-dept", "--name", "X", "--jwks",
+              _jwks_file(tmp_path, private=True), "--redirect-uri", "https://x.example/cb",
+              expect=1)
+    assert "private key" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("requester: x-dept\npurposes:\n  p:\n    items: {required: [identity.shoe]}\n")
+    out = run("clients", "register", "--client-id", "x-dept", "--name", "X", "--jwks",
+              _jwks_file(tmp_path), "--redirect-uri", "https://x.example/cb", "--policy", str(bad),
+              expect=1)
+    assert "bad.yaml" in out and "purposes.p" in out
+
+
+def test_a_registered_requester_is_seen_by_a_running_gateway_without_restart(env, tmp_path):
+    from gateway import create_app
+    from gateway.config import Config
+    from gateway.demo.agent import client_assertion, pkce_pair
+    app = create_app(Config.from_env())
+    client = app.test_client()
+    key = jwk.JWK.generate(kty="EC", crv="P-256", kid="k1")
+    jwks = tmp_path / "k.json"
+    jwks.write_text(json.dumps({"keys": [key.export_public(as_dict=True)]}))
+    policy = tmp_path / "new-bank.yaml"
+    policy.write_text("""requester: new-bank
+purposes:
+  kyc:
+    description: {en: "Know your customer", zh-HK: "認識你的客戶"}
+    legal_basis: consent
+    items: {required: [identity.name_en], optional: []}
+    access: [once]
+    max_duration: P30D
+    retention: P7Y
+""")
+    run("clients", "register", "--client-id", "new-bank", "--name", "New Bank", "--kind", "fi",
+        "--jwks", str(jwks), "--redirect-uri", "https://nb.example/cb", "--policy", str(policy))
+    _, challenge = pkce_pair()
+    resp = client.post("/oauth/par", data={
+        "response_type": "code", "client_id": "new-bank", "redirect_uri": "https://nb.example/cb",
+        "code_challenge": challenge, "code_challenge_method": "S256",
+        "authorization_details": json.dumps([{"type": "cdeg_data", "purpose": "kyc",
+                                              "data_items": ["identity.name_en"], "access": "once"}]),
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": client_assertion(key, "new-bank", "http://gateway.test")})
+    assert resp.status_code == 201, resp.get_json()
+    app.extensions["cdeg"].close()
+
+
+def test_seed_is_refused_in_production(env, monkeypatch):
+    monkeypatch.setenv("CDEG_ENV", "production")
+    monkeypatch.setenv("CDEG_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("CDEG_ISSUER", "https://cdeg.example")
+    monkeypatch.setenv("CDEG_DATABASE_URL", "sqlite:///" + str(env / "p.db"))
+    monkeypatch.setenv("CDEG_REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert "refused" in run("seed", "--demo", expect=1)
+
+
+def test_production_without_a_secret_refuses_to_start(env, monkeypatch):
+    monkeypatch.setenv("CDEG_ENV", "production")
+    assert "CDEG_SECRET_KEY" in run("db", "upgrade", expect=1)
+
+
+def test_keys_rotate_adds_a_key(env):
+    run("keys", "rotate")      # on a fresh instance: the first key, then the rotation
+    folder = env / "instance" / "keys"
+    before = len(list(folder.glob("*.pem")))
+    assert "new signing key" in run("keys", "rotate")
+    assert len(list(folder.glob("*.pem"))) == before + 1
+
+
+def test_audit_verify_passes_then_finds_the_tampered_entry(env):
+    from gateway.config import Config
+    from gateway.instance import Gateway
+    run("seed", "--demo")
+    from tests.flow import Flow
+    from gateway import create_app
+    app = create_app(Config.from_env())
+    Flow(app).tokens()
+    assert "intact: 3 entries" in run("audit", "verify")
+    gw = Gateway(Config.from_env())
+    with gw.db.begin() as conn:
+        conn.execute(update(audit_entries).where(audit_entries.c.seq == 2).values(outcome="x"))
+    assert "audit entry 2" in run("audit", "verify", expect=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_an_embedded_gateway_with_demo_data(env):
+    port = _free_port()
+    environ = {k: v for k, v in os.environ.items() if k != "CDEG_ISSUER"}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1",
+                             "--port", str(port)], env=environ, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(base + "/healthz", timeout=0.5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert requests.get(base + "/readyz", timeout=2).status_code == 200
+        meta = requests.get(base + "/.well-known/oauth-authorization-server", timeout=2).json()
+        assert meta["issuer"] == base
+        assert (env / "instance" / "cdeg.sqlite3").exists()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "seeded demo data" in out
+
+
+def test_demo_plays_the_story_and_exits_zero():
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "demo"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for text in ("approves", "reads the data", "revokes", "refused at once", "demo complete"):
+        assert text in result.stdout
+
+
+def test_production_refuses_to_start_with_demo_requesters(env, monkeypatch):
+    from gateway.config import Config, ConfigError
+    from gateway.instance import Gateway
+    db_url = "sqlite:///" + str(env / "p.db")
+    monkeypatch.setenv("CDEG_DATABASE_URL", db_url)
+    run("seed", "--demo")
+    monkeypatch.setenv("CDEG_ENV", "production")
+    monkeypatch.setenv("CDEG_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("CDEG_ISSUER", "https://cdeg.example")
+    monkeypatch.setenv("CDEG_REDIS_URL", "redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError, match="demo requester"):
+        Gateway(Config.from_env())
