@@ -37,53 +37,47 @@ def _json(body: dict, status: int = 200):
     return resp
 
 
+def _authenticated(conn, form: dict) -> dict:
+    """The requester behind the form's client assertion (RFC 7523), or InvalidClient."""
+    return client_auth.authenticate(_gw(), conn, form, request.path)
+
+
 @bp.post("/oauth/par")
 def par():
     form = _form()
-    gw = _gw()
-    with gw.transaction() as conn:
-        requester = client_auth.authenticate(gw, conn, form, request.path)
-    with gw.transaction() as conn:
-        return _json(grant.push(gw, conn, requester, form), 201)
+    with _gw().transaction() as conn:
+        return _json(grant.push(_gw(), conn, _authenticated(conn, form), form), 201)
 
 
 @bp.post("/oauth/token")
 def token():
     form = _form()
-    gw = _gw()
     grant_type = form.get("grant_type")
     if grant_type not in ("authorization_code", "refresh_token"):
         if not grant_type:
             raise InvalidRequest("grant_type missing")
         raise UnsupportedGrantType("grant_type must be authorization_code or refresh_token")
-    with gw.transaction() as conn:
-        requester = client_auth.authenticate(gw, conn, form, request.path)
-    with gw.transaction() as conn:
-        if grant_type == "authorization_code":
-            return _json(grant.exchange_code(gw, conn, requester, form))
-        return _json(grant.refresh(gw, conn, requester, form))
+    exchange = grant.exchange_code if grant_type == "authorization_code" else grant.refresh
+    with _gw().transaction() as conn:
+        return _json(exchange(_gw(), conn, _authenticated(conn, form), form))
 
 
 @bp.post("/oauth/revoke")
 def revoke():
     form = _form()
-    gw = _gw()
-    with gw.transaction() as conn:
-        requester = client_auth.authenticate(gw, conn, form, request.path)
-    if "token" not in form:
-        raise InvalidRequest("token missing")
-    with gw.transaction() as conn:
-        grant.revoke(gw, conn, requester, form)
+    with _gw().transaction() as conn:
+        requester = _authenticated(conn, form)
+        if "token" not in form:
+            raise InvalidRequest("token missing")
+        grant.revoke(_gw(), conn, requester, form)
     return _json({})
 
 
 @bp.post("/oauth/introspect")
 def introspect():
     form = _form()
-    gw = _gw()
-    with gw.transaction() as conn:
-        requester = client_auth.authenticate(gw, conn, form, request.path)
-    if "token" not in form:
-        raise InvalidRequest("token missing")
-    with gw.db.connect() as conn:
-        return _json(grant.introspect(gw, conn, requester, form))
+    with _gw().db.connect() as conn:
+        requester = _authenticated(conn, form)
+        if "token" not in form:
+            raise InvalidRequest("token missing")
+        return _json(grant.introspect(_gw(), conn, requester, form))
