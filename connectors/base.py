@@ -49,23 +49,48 @@ class ItemValue:
 
 
 class WSGIAdapter(BaseAdapter):
-    """Answer requests from a WSGI app in this process (the embedded mock departments)."""
+    """Answer requests from a WSGI app in this process (the embedded mock departments):
+    the request is handed to the app as a WSGI call, with no socket in between."""
 
     def __init__(self, app):
         super().__init__()
-        self.client = app.test_client()
+        self.app = app
 
     def send(self, request, **kwargs):
-        path = request.path_url
-        resp = self.client.open(path, method=request.method, headers=dict(request.headers),
-                                data=request.body or b"")
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        path, _, query = request.path_url.partition("?")
+        environ = {
+            "REQUEST_METHOD": request.method, "PATH_INFO": path, "QUERY_STRING": query,
+            "SERVER_NAME": "departments.in-process", "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.version": (1, 0),
+            "wsgi.input": io.BytesIO(body), "wsgi.errors": io.StringIO(),
+            "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+        }
+        for name, value in request.headers.items():
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                environ[key] = value
+        started = {}
+
+        def start_response(status, headers, exc_info=None):
+            started["status"], started["headers"] = status, headers
+
+        chunks = self.app(environ, start_response)
+        try:
+            data = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
         out = requests.Response()
-        out.status_code = resp.status_code
-        out.headers.update(resp.headers)
-        out.raw = io.BytesIO(resp.get_data())
+        code, _, reason = started["status"].partition(" ")
+        out.status_code, out.reason = int(code), reason
+        out.headers.update(dict(started["headers"]))
+        out.raw = io.BytesIO(data)
         out.url = request.url
         out.request = request
-        out.reason = resp.status.split(" ", 1)[-1]
         return out
 
     def close(self):
@@ -77,6 +102,7 @@ class DepartmentsClient:
 
     def __init__(self, base_url: str | None, timeout=(2.0, 5.0), mock_app=None):
         self.session = requests.Session()
+        self.session.trust_env = False   # only the configured base URL; no proxy variables
         self.session.headers["User-Agent"] = "cdeg-gateway/0.1"
         self.timeout = timeout
         if base_url:

@@ -40,6 +40,7 @@ class Gateway:
         self.session_secret = hmac.new(secret, b"session", hashlib.sha256).digest()
         self.pairwise_secret = hmac.new(secret, b"pairwise-subject", hashlib.sha256).digest()
         self.db = db.make_engine(config.sqlalchemy_url)
+        self.reads = db.reader(self.db)
         if config.sqlalchemy_url.startswith("sqlite"):
             db.upgrade(self.db)
         self.redis = RedisStore(config.redis_url, config.redis_prefix)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.clock import rfc3339
@@ -25,18 +25,23 @@ def canonical(entry: dict) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Built once: the append runs on every data release.
+_TAKE_HEAD = (update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq + 1)
+              .returning(audit_head.c.seq, audit_head.c.hash))
+_INSERT = audit_entries.insert()
+_MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("new_hash"))
+
+
 def append(conn: Connection, now: int, event: str, *, client_id=None, subject=None,
            consent_id=None, items=(), route=None, outcome="ok") -> int:
     """Append one entry inside the caller's transaction; answer its sequence number."""
-    head = conn.execute(update(audit_head).where(audit_head.c.id == 1)
-                        .values(seq=audit_head.c.seq + 1)
-                        .returning(audit_head.c.seq, audit_head.c.hash)).one()
+    head = conn.execute(_TAKE_HEAD).one()
     entry = {"seq": head.seq, "at": rfc3339(now), "event": event, "client_id": client_id,
              "subject": subject, "consent_id": consent_id, "items": sorted(items),
              "route": route, "outcome": outcome, "prev_hash": head.hash}
     entry["hash"] = hashlib.sha256(canonical(entry)).hexdigest()
-    conn.execute(audit_entries.insert().values(**entry))
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(hash=entry["hash"]))
+    conn.execute(_INSERT, entry)
+    conn.execute(_MOVE_HEAD, {"new_hash": entry["hash"]})
     return head.seq
 
 

@@ -7,7 +7,7 @@ against a concurrent revocation: a consent revoked meanwhile releases nothing.
 """
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from gateway.audit import chain
 from gateway.consent import ledger
@@ -51,10 +51,19 @@ _LIVE = (select(consents.c.consent_id, consents.c.client_id, consents.c.subject_
                       .join(citizens, citizens.c.subject_id == consents.c.subject_id)))
 
 
+_LIVE_BY_JTI = _LIVE.where(tokens.c.token_id == bindparam("jti"), tokens.c.kind == "access")
+# Re-check inside the write transaction; the UPDATE also locks the consent row against a
+# concurrent revocation until this release is committed.
+_STILL_LIVE = (update(consents)
+               .where(consents.c.consent_id == bindparam("cid"),
+                      consents.c.status == Status.APPROVED.value,
+                      consents.c.expires_at > bindparam("now"))
+               .values(status=Status.APPROVED.value))
+
+
 def live_grant(gw, conn, claims: dict) -> dict:
     """Token row + consent + requester policy + citizen in one statement; refuse if not live."""
-    row = conn.execute(_LIVE.where(tokens.c.token_id == claims["jti"],
-                                   tokens.c.kind == "access")).mappings().first()
+    row = conn.execute(_LIVE_BY_JTI, {"jti": claims["jti"]}).mappings().first()
     now = gw.clock.now()
     if row is None or row["token_revoked_at"] is not None:
         raise ReleaseError("invalid_token", "the access token was revoked")
@@ -67,7 +76,7 @@ def live_grant(gw, conn, claims: dict) -> dict:
 
 
 def release(gw, claims: dict, requested: list[str] | None, route: str = "api") -> dict:
-    with gw.db.connect() as conn:
+    with gw.reads.connect() as conn:
         grant = live_grant(gw, conn, claims)
     permitted = [i for i in grant["data_items"] if i in allowed_items(grant["policy"], grant["purpose"])]
     if requested is None:
@@ -87,11 +96,7 @@ def release(gw, claims: dict, requested: list[str] | None, route: str = "api") -
         raise ReleaseError("source_unavailable", str(exc)) from exc
     now = gw.clock.now()
     with gw.transaction() as conn:
-        still = conn.execute(update(consents)
-                             .where(consents.c.consent_id == grant["consent_id"],
-                                    consents.c.status == Status.APPROVED.value,
-                                    consents.c.expires_at > now)
-                             .values(status=Status.APPROVED.value)).rowcount
+        still = conn.execute(_STILL_LIVE, {"cid": grant["consent_id"], "now": now}).rowcount
         if still != 1:
             raise ReleaseError("invalid_token", "the consent was revoked or has expired")
         chain.append(conn, now, "data.released", client_id=grant["client_id"],

@@ -130,10 +130,19 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping (a round trip per checkout): a connection lost with a database restart
+    # fails one request with 503, SQLAlchemy then invalidates the pool and the next one works.
+    return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800)
+
+
+def reader(engine: Engine) -> Engine:
+    """The same pool in autocommit: a single-statement read is one round trip, with no
+    BEGIN/ROLLBACK around it. Only for reads that need no transaction."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def upgrade(engine: Engine) -> None:
