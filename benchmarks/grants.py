@@ -53,19 +53,29 @@ def approved_code(requester: Requester, citizen: Citizen) -> ApprovedCode:
     return ApprovedCode(answer["code"], verifier, time.monotonic())
 
 
-def access_token(requester: Requester, citizen: Citizen) -> str:
-    pending = approved_code(requester, citizen)
-    resp = requester.token(pending.code, pending.verifier)
-    if resp.status_code != 200:
-        raise GrantFailed(f"token answered {resp.status_code}: {resp.text[:300]}")
-    return resp.json()["access_token"]
-
-
 def check_token(base_url: str, token: str) -> None:
     resp = requests.get(base_url + "/api/v1/data", timeout=10,
                         headers={"Authorization": f"Bearer {token}"})
     if resp.status_code != 200:
         raise GrantFailed(f"GET /api/v1/data answered {resp.status_code}: {resp.text[:300]}")
+
+
+class Agent:
+    """The bank and the demo citizen, each with its own HTTP session; the citizen logs in once
+    (on the first consent screen) and stays logged in, which keeps clear of the login throttle."""
+
+    def __init__(self, base_url: str):
+        self.requester, self.citizen = bank(base_url), Citizen(base_url, HKID)
+
+    def approved_code(self) -> ApprovedCode:
+        return approved_code(self.requester, self.citizen)
+
+    def access_token(self) -> str:
+        pending = self.approved_code()
+        resp = self.requester.token(pending.code, pending.verifier)
+        if resp.status_code != 200:
+            raise GrantFailed(f"token answered {resp.status_code}: {resp.text[:300]}")
+        return resp.json()["access_token"]
 
 
 class TokenSupply:
@@ -74,6 +84,7 @@ class TokenSupply:
 
     def __init__(self, base_url: str, count: int, path: Path, max_age: float = 300.0):
         self.base_url, self.count, self.path, self.max_age = base_url, count, path, max_age
+        self.agent = Agent(base_url)
         self.tokens: list[str] = []
         self.minted_at = 0.0
 
@@ -83,32 +94,35 @@ class TokenSupply:
         return self.tokens
 
     def mint(self) -> None:
-        requester, citizen = bank(self.base_url), Citizen(self.base_url, HKID)
-        tokens = [access_token(requester, citizen) for _ in range(self.count)]
+        tokens = [self.agent.access_token() for _ in range(self.count)]
         for token in tokens:
             check_token(self.base_url, token)
         self.tokens, self.minted_at = tokens, time.monotonic()
         self.path.write_text("\n".join(tokens) + "\n")
 
 
-def code_batch(base_url: str, count: int, minters: int = 4) -> list[ApprovedCode]:
-    """``count`` approved codes, made by ``minters`` citizens/requesters in parallel."""
-    shares = [count // minters + (1 if i < count % minters else 0) for i in range(minters)]
+class CodeMinter:
+    """Batches of approved authorization codes, made by ``parallel`` agents at once."""
 
-    def mint(share: int) -> list[ApprovedCode]:
-        requester, citizen = bank(base_url), Citizen(base_url, HKID)
-        return [approved_code(requester, citizen) for _ in range(share)]
+    def __init__(self, base_url: str, parallel: int = 4):
+        self.base_url = base_url
+        self.agents = [Agent(base_url) for _ in range(parallel)]
 
-    with ThreadPoolExecutor(minters) as pool:
-        batches = list(pool.map(mint, [s for s in shares if s]))
-    return [code for batch in batches for code in batch]
+    def batch(self, count: int) -> list[ApprovedCode]:
+        shares = [count // len(self.agents) + (1 if i < count % len(self.agents) else 0)
+                  for i in range(len(self.agents))]
 
+        def mint(agent: Agent, share: int) -> list[ApprovedCode]:
+            return [agent.approved_code() for _ in range(share)]
 
-def exchange_forms(base_url: str, codes: list[ApprovedCode]) -> list[dict]:
-    """The token requests for ``codes``, client assertions included, built before the timed
-    part so the load driver only sends them."""
-    requester = bank(base_url)
-    return [{"grant_type": "authorization_code", "code": c.code,
-             "redirect_uri": requester.redirect_uri, "code_verifier": c.verifier,
-             **requester.auth()} for c in codes]
+        with ThreadPoolExecutor(len(self.agents)) as pool:
+            batches = list(pool.map(mint, self.agents, shares))
+        return [code for batch in batches for code in batch]
 
+    def exchange_forms(self, codes: list[ApprovedCode]) -> list[dict]:
+        """The token requests for ``codes``, client assertions included, built before the
+        timed part so the load driver only sends them."""
+        requester = self.agents[0].requester
+        return [{"grant_type": "authorization_code", "code": c.code,
+                 "redirect_uri": requester.redirect_uri, "code_verifier": c.verifier,
+                 **requester.auth()} for c in codes]

@@ -27,7 +27,7 @@ DATA_CENTRES = [
     ("  COMMIT", "Connection.commit ("),
     ("pool checkout incl. pre-ping", "Pool.connect ("),
     ("  pre-ping round trip", "_do_ping_w_event ("),
-    ("pool check-in (ROLLBACK/reset)", "_finalize_fairy ("),
+    ("connection close (ROLLBACK, back to the pool)", "Connection.close (sqlalchemy"),
     ("all SQL round trips (psycopg wait)", "Connection.wait (psycopg"),
     ("JSON body (jsonify)", "jsonify ("),
 ]
@@ -90,9 +90,18 @@ def summarise(raw: Path, centres: list[tuple[str, str]], top: int = 12) -> dict:
     for label, marker in centres:
         hits = sum(n for frames, n in stacks if any(marker in f for f in frames))
         shares.append({"centre": label, "share": round(100 * hits / total, 1)})
-    leaves = Counter()
+    leaves, packages = Counter(), Counter()
     for frames, n in stacks:
         leaves[frames[-1]] += n
+        packages[package_of(frames[-1])] += n
     return {"raw": raw.name, "samples": total, "centres": shares,
+            "self_by_package": [{"package": p, "share": round(100 * n / total, 1)}
+                                for p, n in packages.most_common(top)],
             "self_top": [{"frame": f, "share": round(100 * n / total, 1)}
                          for f, n in leaves.most_common(top)]}
+
+
+def package_of(frame: str) -> str:
+    """``expect (sqlalchemy/sql/coercions.py)`` → ``sqlalchemy``; ``<frozen os>`` → ``os``."""
+    match = re.search(r"\((?:<frozen )?([A-Za-z0-9_]+)[/.>]", frame)
+    return match.group(1) if match else "?"

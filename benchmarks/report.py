@@ -1,6 +1,7 @@
 """Pairs, ratios and medians; the printed table and the JSON result."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -48,8 +49,11 @@ def git_state() -> dict:
         done = subprocess.run(["git", *args], cwd=RESULTS.parent.parent, capture_output=True,
                               text=True)
         return done.stdout.strip()
+    diff = git("diff", "HEAD", "--", "gateway", "connectors", "policies", "schemas")
     return {"commit": git("rev-parse", "HEAD"),
-            "uncommitted_files": len(git("status", "--porcelain").splitlines())}
+            "uncommitted_files": len(git("status", "--porcelain").splitlines()),
+            # the code measured, when the working tree differs from the commit
+            "diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None}
 
 
 def result_stem() -> Path:
@@ -67,8 +71,12 @@ def write_json(result: dict, stem: Path) -> Path:
 # -- the printed table ---------------------------------------------------------------------------
 
 def _run_cells(run: dict) -> str:
-    flag = f" !{run['failures']} failed" if run["failures"] else ""
-    return f"{run['rps']:>8.1f} {run['p50_ms']:>7.2f} {run['p99_ms']:>7.2f}{flag}"
+    return f"{run['rps']:>8.1f} {run['p50_ms']:>7.2f} {run['p99_ms']:>7.2f}"
+
+
+def _failed(p: dict) -> str:
+    failed = p["measured"]["failures"] + p["hello"]["failures"]
+    return f"  !! {failed} not 2xx or socket errors" if failed else ""
 
 
 def _verdict(block: dict) -> str:
@@ -81,14 +89,14 @@ def _verdict(block: dict) -> str:
 
 def table(title: str, measured_label: str, blocks: dict[str, dict]) -> str:
     lines = [title,
-             f"{'':12} {'pair':>4} | {measured_label:>24} | {'hello req/s  p50 ms  p99 ms':>24} "
-             f"| ratio",
-             f"{'':12} {'':>4} | {'rate/s  p50 ms  p99 ms':>24} |"]
+             f"{'':12} {'':>4}  {measured_label:<24}  {'hello':<24}",
+             f"{'':12} {'pair':>4}  {'rate/s  p50 ms  p99 ms':>24}  {'req/s  p50 ms  p99 ms':>24}"
+             f"   ratio"]
     for name, block in blocks.items():
         for i, p in enumerate(block["pairs"], 1):
-            lines.append(f"{name:12} {i:>4} | {_run_cells(p['measured']):>24} | "
-                         f"{_run_cells(p['hello']):>24} | {p['ratio']:.3f}")
-        lines.append(f"{name:12} {'':>4}   {_verdict(block)}")
+            lines.append(f"{name:12} {i:>4}  {_run_cells(p['measured'])}  {_run_cells(p['hello'])}"
+                         f"   {p['ratio']:.3f}{_failed(p)}")
+        lines.append(f"{name:12} {'':>4}  {_verdict(block)}")
     return "\n".join(lines)
 
 
@@ -96,6 +104,8 @@ def profile_lines(name: str, profile: dict) -> str:
     lines = [f"Profile, one gateway worker, {name} ({profile['samples']} wall-clock samples "
              f"in requests):"]
     lines += [f"  {c['share']:5.1f}%  {c['centre']}" for c in profile["centres"]]
+    lines.append("  self time by package (psycopg/redis include waiting on the server):")
+    lines += [f"  {p['share']:5.1f}%  {p['package']}" for p in profile["self_by_package"]]
     lines.append("  where the samples landed (self):")
     lines += [f"  {s['share']:5.1f}%  {s['frame']}" for s in profile["self_top"]]
     return "\n".join(lines)

@@ -129,9 +129,9 @@ def measure_data(bench: Bench, gateway: servers.Gunicorn, label: str,
     return report.summary(pairs, report.DATA_TARGET_RATIO, report.DATA_TARGET_P99_MS)
 
 
-def prepared_exchanges(bench: Bench, gateway: servers.Gunicorn) -> list[dict]:
-    codes = grants.code_batch(gateway.url, bench.settings.exchange_batch)
-    forms = grants.exchange_forms(gateway.url, codes)
+def prepared_exchanges(bench: Bench, minter: grants.CodeMinter) -> list[dict]:
+    codes = minter.batch(bench.settings.exchange_batch)
+    forms = minter.exchange_forms(codes)
     oldest = time.monotonic() - min(code.approved_at for code in codes)
     if oldest > CODE_TTL_MARGIN:
         raise RuntimeError(f"making {len(codes)} codes took {oldest:.0f} s; they live 60 s. "
@@ -139,11 +139,11 @@ def prepared_exchanges(bench: Bench, gateway: servers.Gunicorn) -> list[dict]:
     return forms
 
 
-def measure_exchange(bench: Bench, gateway: servers.Gunicorn) -> dict:
+def measure_exchange(bench: Bench, gateway: servers.Gunicorn, minter: grants.CodeMinter) -> dict:
     """POST /oauth/token for a batch of fresh codes vs hello, alternating."""
     pairs = []
     for i in range(bench.settings.pairs):
-        forms = prepared_exchanges(bench, gateway)
+        forms = prepared_exchanges(bench, minter)
         measured = load.exchange_batch(gateway.url + "/oauth/token", forms,
                                        workers=bench.settings.exchange_workers)
         hello = bench.hello_run()
@@ -164,9 +164,9 @@ def profile_data(bench: Bench, gateway: servers.Gunicorn, label: str) -> dict:
     return profiling.summarise(out, profiling.DATA_CENTRES)
 
 
-def profile_exchange(bench: Bench, gateway: servers.Gunicorn) -> dict:
+def profile_exchange(bench: Bench, gateway: servers.Gunicorn, minter: grants.CodeMinter) -> dict:
     out = bench.profile_path("token exchange")
-    forms = prepared_exchanges(bench, gateway)
+    forms = prepared_exchanges(bench, minter)
     spy = profiling.start(gateway.worker_pids()[0], out)
     try:
         load.exchange_batch(gateway.url + "/oauth/token", forms,
@@ -186,11 +186,12 @@ def in_process_phase(bench: Bench, result: dict) -> None:
         result["data_api"]["in-process"] = measure_data(bench, gateway, "in-process", supply)
         say(f"token exchange, batches of {bench.settings.exchange_batch}, "
             f"{bench.settings.exchange_workers} threads:")
-        result["token_exchange"] = measure_exchange(bench, gateway)
+        minter = grants.CodeMinter(gateway.url)
+        result["token_exchange"] = measure_exchange(bench, gateway, minter)
         if bench.settings.profile:
             say("profiling one worker (data in-process, token exchange) …")
             result["profiles"]["data in-process"] = profile_data(bench, gateway, "in-process")
-            result["profiles"]["token exchange"] = profile_exchange(bench, gateway)
+            result["profiles"]["token exchange"] = profile_exchange(bench, gateway, minter)
     result["server_log_problems"][gateway.name] = gateway.problems()
 
 

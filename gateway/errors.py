@@ -10,6 +10,7 @@ and answered 500 in the same shapes.
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -67,9 +68,13 @@ def problem(status: int, slug: str, detail: str, *, errors=None, headers=None):
     return resp
 
 
+_HEADER_SAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
 def bearer_refused(detail: str, status: int = 401, error: str = "invalid_token"):
     resp = problem(status, error.replace("_", "-"), detail)
-    resp.headers["WWW-Authenticate"] = f'Bearer error="{error}", error_description="{detail}"'
+    said = _HEADER_SAFE.sub("", detail)[:200]  # RFC 6750 3: error_description's characters
+    resp.headers["WWW-Authenticate"] = f'Bearer error="{error}", error_description="{said}"'
     return resp
 
 

@@ -13,6 +13,7 @@ import secrets
 
 from connectors.base import ConnectorError, SubjectNotFound
 from gateway import citizen as citizens
+from gateway import throttle
 from schemas.hkid import InvalidHKID, normalise
 
 CODE_TTL = 300
@@ -33,6 +34,9 @@ def start(gw, raw_hkid) -> tuple[dict, str]:
         hkid = normalise(raw_hkid)
     except InvalidHKID as exc:
         raise LoginError(str(exc)) from exc
+    # per citizen, whatever address the attempts come from (the HKID itself is not the key)
+    throttle.check(gw, "login-citizen", _code_hash(gw.session_secret, hkid, "")[:32],
+                   gw.config.login_rate_per_minute)
     try:
         gw.router.connectors["immd"].fetch(hkid, [])
     except SubjectNotFound as exc:
@@ -41,7 +45,8 @@ def start(gw, raw_hkid) -> tuple[dict, str]:
         raise LoginError("iAM Smart cannot be reached just now; try again shortly") from exc
     code = f"{secrets.randbelow(10**6):06d}"
     pending = {"hkid": hkid, "code_hash": _code_hash(gw.session_secret, hkid, code),
-               "expires_at": gw.clock.now() + CODE_TTL, "attempts": 0}
+               "expires_at": gw.clock.now() + CODE_TTL, "attempts": 0,
+               "id": secrets.token_urlsafe(16)}
     return pending, code
 
 
@@ -52,6 +57,10 @@ def verify(gw, pending: dict | None, code) -> dict:
     if pending["expires_at"] <= gw.clock.now() or pending["attempts"] >= MAX_ATTEMPTS:
         raise LoginError("the code has expired; start again")
     pending["attempts"] += 1
+    # counted in Redis too, atomically: parallel guesses on one session cannot pass the limit
+    if gw.redis.hit("login-code", pending["id"], MAX_ATTEMPTS, CODE_TTL):
+        pending["attempts"] = MAX_ATTEMPTS
+        raise LoginError("the code has expired; start again")
     if not isinstance(code, str) or not code.isdigit() or len(code) != 6 or not hmac.compare_digest(
             _code_hash(gw.session_secret, pending["hkid"], code), pending["code_hash"]):
         raise LoginError("the code does not match")

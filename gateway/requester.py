@@ -38,10 +38,16 @@ def check_jwks(doc) -> dict:
         kids.add(key["kid"])
         if key.get("kty") not in ("EC", "RSA", "OKP"):
             raise RequesterError(f"jwks.keys[{i}]: kty must be EC, RSA or OKP")
+        if key["kty"] == "EC" and key.get("crv") != "P-256":
+            raise RequesterError(f"jwks.keys[{i}]: EC keys must be on P-256 (ES256)")
+        if key["kty"] == "OKP" and key.get("crv") != "Ed25519":
+            raise RequesterError(f"jwks.keys[{i}]: OKP keys must be Ed25519 (EdDSA)")
         try:
-            jwk.JWK(**key)
+            parsed = jwk.JWK(**key)
         except (JWException, ValueError, TypeError) as exc:
             raise RequesterError(f"jwks.keys[{i}]: not a valid key ({exc})") from exc
+        if key["kty"] == "RSA" and parsed.get_op_key("verify").key_size < 2048:
+            raise RequesterError(f"jwks.keys[{i}]: RSA keys must be at least 2048 bits")
     return {"keys": doc["keys"]}
 
 
@@ -55,7 +61,7 @@ def check_redirect_uri(uri: str) -> str:
 def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dict,
              redirect_uris: list[str], kind: str = "department", policy: dict | None = None,
              name_zh: str | None = None, webhook_url: str | None = None) -> None:
-    if not client_id or len(client_id) > 64 or not all(c.isalnum() or c in "-_." for c in client_id):
+    if not _well_formed_client_id(client_id):
         raise RequesterError("client_id: letters, digits, '-', '_' and '.' only, at most 64")
     if not name or len(name) > 200:
         raise RequesterError("name: required, at most 200 characters")
@@ -82,8 +88,13 @@ def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dic
         conn.execute(requesters.insert().values(client_id=client_id, created_at=now, **values))
 
 
+def _well_formed_client_id(client_id) -> bool:
+    return isinstance(client_id, str) and 0 < len(client_id) <= 64 and \
+        all(c.isascii() and (c.isalnum() or c in "-_.") for c in client_id)
+
+
 def get(conn: Connection, client_id) -> dict:
-    if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+    if not _well_formed_client_id(client_id):
         raise UnknownRequester("unknown client")
     row = conn.execute(select(requesters).where(requesters.c.client_id == client_id)).mappings().first()
     if row is None:
@@ -104,7 +115,8 @@ class KeyCache:
         marker = json.dumps(requester["jwks"], sort_keys=True)
         keys = self._cache.get((requester["client_id"], marker))
         if keys is None:
-            keys = {k["kid"]: jwk.JWK(**k) for k in requester["jwks"]["keys"]}
+            keys = {k["kid"]: jwk.JWK(**k) for k in requester["jwks"]["keys"]
+                    if k.get("use", "sig") == "sig"}  # encryption keys never sign
             if len(self._cache) > 1000:
                 self._cache.clear()
             self._cache[(requester["client_id"], marker)] = keys

@@ -9,7 +9,7 @@ from marshmallow import (RAISE, Schema, ValidationError, fields, validate, valid
 from .duration import InvalidDuration, seconds
 
 MAX_DETAILS_BYTES = 8 * 1024
-ITEM_ID = validate.Regexp(r"^[a-z][a-z_]*\.[a-z][a-z_]*$", error="not a data item id")
+ITEM_ID = validate.Regexp(r"[a-z][a-z_]*\.[a-z][a-z_]*\Z", error="not a data item id")
 
 
 class AuthorizationDetailSchema(Schema):
@@ -18,7 +18,7 @@ class AuthorizationDetailSchema(Schema):
 
     type = fields.String(required=True, validate=validate.Equal("cdeg_data"))
     purpose = fields.String(required=True, validate=[validate.Length(1, 64),
-                            validate.Regexp(r"^[a-z0-9][a-z0-9-]*$", error="not a purpose id")])
+                            validate.Regexp(r"[a-z0-9][a-z0-9-]*\Z", error="not a purpose id")])
     data_items = fields.List(fields.String(validate=[validate.Length(1, 64), ITEM_ID]),
                              required=True, validate=validate.Length(1, 30))
     access = fields.String(required=True, validate=validate.OneOf(["once", "ongoing"]))
@@ -73,9 +73,18 @@ class PushedRequestSchema(Schema):
     redirect_uri = fields.String(required=True, validate=validate.Length(1, 500))
     state = fields.String(validate=validate.Length(1, 500))
     code_challenge = fields.String(required=True, validate=validate.Regexp(
-        r"^[A-Za-z0-9_-]{43}$", error="must be a base64url SHA-256 (43 characters)"))
+        r"[A-Za-z0-9_-]{43}\Z", error="must be a base64url SHA-256 (43 characters)"))
     code_challenge_method = fields.String(required=True)
     authorization_details = fields.String(required=True)
     scope = fields.String(validate=validate.Length(0, 200))
     client_assertion = fields.String()
     client_assertion_type = fields.String()
+    # Registered OAuth / OpenID parameters a client library may send: accepted and ignored
+    # (response_mode must be query, the only mode there is). Anything else is refused.
+    ui_locales = fields.String(validate=validate.Length(0, 100))
+    response_mode = fields.String(validate=validate.Equal("query"))
+    nonce = fields.String(validate=validate.Length(0, 200))
+    prompt = fields.String(validate=validate.Length(0, 100))
+    max_age = fields.String(validate=validate.Length(0, 12))
+    login_hint = fields.String(validate=validate.Length(0, 200))
+    acr_values = fields.String(validate=validate.Length(0, 200))

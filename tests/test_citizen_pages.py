@@ -179,3 +179,14 @@ def test_unknown_pages_and_methods_answer_cleanly(flow, path):
     resp = flow.browser.get(path)
     assert resp.status_code in (404, 405)
     assert "Traceback" not in resp.get_data(as_text=True)
+
+
+def test_parallel_guesses_cannot_pass_the_attempt_limit(gw):
+    """Each parallel request sees the session as it was (attempts 0); Redis counts them all."""
+    from gateway import login
+    pending, code = login.start(gw, HKID)
+    for _ in range(login.MAX_ATTEMPTS):
+        with pytest.raises(login.LoginError):
+            login.verify(gw, dict(pending), "000000" if code != "000000" else "111111")
+    with pytest.raises(login.LoginError, match="expired"):
+        login.verify(gw, dict(pending), code)

@@ -148,3 +148,23 @@ def test_the_called_endpoint_url_is_accepted_as_audience(flow):
 
 def test_another_endpoint_url_is_not_an_audience(flow):
     _refused(flow, flow.assertion(aud=flow.issuer + "/oauth/introspect"))
+
+
+def test_weak_or_unsuitable_client_keys_cannot_be_registered(flow):
+    from gateway import requester
+    weak = jwk.JWK.generate(kty="RSA", size=1024, kid="weak")
+    p384 = jwk.JWK.generate(kty="EC", crv="P-384", kid="p384")
+    for key, why in ((weak, "2048"), (p384, "P-256")):
+        with flow.gw.transaction() as conn, pytest.raises(requester.RequesterError, match=why):
+            requester.register(conn, 0, client_id="weak-bank", name="Weak", kind="fi",
+                               jwks={"keys": [key.export_public(as_dict=True)]},
+                               redirect_uris=["https://weak.example/cb"])
+
+
+def test_alg_in_the_refusal_is_not_echoed_into_headers(flow):
+    tokens = flow.tokens()
+    header = {"alg": 'x"y中', "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid")}
+    token = _b64(header) + "." + tokens["access_token"].split(".")[1] + ".c2ln"
+    resp = flow.data(token)
+    assert resp.status_code == 401
+    assert '"y' not in resp.headers["WWW-Authenticate"]

@@ -163,3 +163,64 @@ def test_access_token_lives_ten_minutes_at_most(flow, clock):
     resp = flow.data(tokens["access_token"])
     assert resp.status_code == 401
     _ = time
+
+
+def test_a_failed_exchange_spends_the_code(flow):
+    code = flow.approved_code()
+    assert flow.token(code, verifier="y" * 43).status_code == 400
+    again = flow.token(code)
+    assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
+
+
+def test_par_accepts_registered_oauth_parameters_and_ignores_them(flow):
+    resp = flow.par(ui_locales="zh-HK", response_mode="query", nonce="n", prompt="login")
+    assert resp.status_code == 201
+    assert flow.par(response_mode="fragment").status_code == 400
+
+
+def test_trailing_newline_in_code_challenge_is_refused(flow):
+    resp = flow.par(code_challenge="A" * 43 + "\n")
+    assert resp.status_code == 400
+
+
+def test_nul_characters_are_refused_not_a_500(flow):
+    assert flow.par(state="a\x00b").status_code == 400
+    resp = flow.requester.post("/oauth/par", data=flow.par_form(
+        client_assertion=flow.assertion(iss="bank\x00x")))
+    assert resp.status_code == 401
+    flow.login()
+    assert flow.browser.get("/oauth/authorize?client_id=bank-of-example&request_uri=urn%00").status_code == 400
+
+
+def test_head_on_the_data_api_releases_nothing(flow):
+    tokens = flow.tokens(ONCE_DETAIL)
+    before = ledger_snapshot(flow.gw)
+    resp = flow.requester.head("/api/v1/data",
+                               headers={"Authorization": "Bearer " + tokens["access_token"]})
+    assert resp.status_code == 405
+    assert ledger_snapshot(flow.gw) == before
+    assert flow.data(tokens["access_token"]).status_code == 200
+
+
+def test_repeated_items_parameter_is_refused(flow):
+    tokens = flow.tokens()
+    resp = flow.requester.get("/api/v1/data?items=identity.hkid&items=identity.name_en",
+                              headers={"Authorization": "Bearer " + tokens["access_token"]})
+    assert resp.status_code == 400
+
+
+def test_approving_after_the_policy_withdrew_the_purpose_issues_no_code(flow):
+    import json as _json
+    from gateway import requester
+    request_uri = flow.par().get_json()["request_uri"]
+    with flow.gw.transaction() as conn:
+        row = requester.get(conn, flow.client_id)
+        policy = _json.loads(_json.dumps(row["policy"]))
+        policy["purposes"]["other-purpose"] = policy["purposes"].pop("ekyc-account-opening")
+        requester.register(conn, 0, client_id=row["client_id"], name=row["name"],
+                           jwks=row["jwks"], redirect_uris=row["redirect_uris"],
+                           kind=row["kind"], policy=policy)
+    flow.login()
+    answer = flow.decide(request_uri)
+    assert answer.status_code == 303
+    assert flow.query(answer)["error"] == "invalid_authorization_details"

@@ -18,6 +18,11 @@ JSON, JWT = "application/json", "application/jwt"
 
 @bp.get("/data")
 def data():
+    if request.method != "GET":  # Flask adds HEAD to GET routes; a HEAD must release nothing
+        raise ApiProblem(405, "method-not-allowed", "use GET", headers={"Allow": "GET"})
+    if len(request.args.getlist("items")) > 1:
+        raise ApiProblem(400, "bad-request", "give items once, comma-separated",
+                         errors={"items": ["repeated"]})
     claims = current_claims()
     gw = current_app.extensions["cdeg"]
     throttle.check(gw, "client", claims["client_id"], gw.config.client_rate_per_minute)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from gateway.audit import chain
-from gateway.citizen import by_subject, pairwise_subject
+from gateway.citizen import by_subject
 from gateway.clock import rfc3339
 from gateway.exchange.router import ExchangeError
 from gateway.store.db import consents, requesters
@@ -77,8 +77,8 @@ def revoke(gw, subject_id: str, consent_id: str) -> None:
             raise ConsentNotFound(consent_id)
         if ledger.live_status(consent, gw.clock.now()) == Status.EXPIRED.value \
                 and consent["status"] == Status.APPROVED.value:
-            ledger.transition(conn, gw.clock.now(), consent, "expired", subject=None)
+            ledger.transition(conn, gw.clock.now(), consent, "expired",
+                              subject=ledger.subject_of(gw, consent))
             return
         ledger.transition(conn, gw.clock.now(), consent, "revoked",
-                          subject=pairwise_subject(gw.pairwise_secret, subject_id,
-                                                   consent["client_id"]))
+                          subject=ledger.subject_of(gw, consent))

@@ -3,6 +3,7 @@ one transaction, guarded by the status it expects (``UPDATE ... WHERE status = :
 racing changes cannot both win."""
 from __future__ import annotations
 
+import re
 import secrets
 
 from sqlalchemy import select, update
@@ -30,7 +31,12 @@ def create_requested(conn: Connection, now: int, *, client_id: str, detail: dict
     return consent_id
 
 
+CONSENT_ID = re.compile(r"cns_[A-Za-z0-9_-]{24}")
+
+
 def get(conn: Connection, consent_id: str) -> dict:
+    if not isinstance(consent_id, str) or not CONSENT_ID.fullmatch(consent_id):
+        raise ConsentNotFound("no such consent")
     row = conn.execute(select(consents).where(consents.c.consent_id == consent_id)).mappings().first()
     if row is None:
         raise ConsentNotFound(consent_id)
@@ -59,6 +65,14 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
                  subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
                  route=route)
     return {**consent, **changes}
+
+
+def subject_of(gw, consent: dict) -> str | None:
+    """The pairwise pseudonym the consent's requester knows the citizen by (None before login)."""
+    from gateway.citizen import pairwise_subject
+    if not consent.get("subject_id"):
+        return None
+    return pairwise_subject(gw.pairwise_secret, consent["subject_id"], consent["client_id"])
 
 
 def live_status(consent: dict, now: int) -> str:

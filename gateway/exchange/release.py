@@ -59,6 +59,9 @@ _STILL_LIVE = (update(consents)
                       consents.c.status == Status.APPROVED.value,
                       consents.c.expires_at > bindparam("now"))
                .values(status=Status.APPROVED.value))
+_TOKEN_STILL_LIVE = (update(tokens).where(tokens.c.token_id == bindparam("jti"),
+                                          tokens.c.revoked_at.is_(None))
+                     .values(revoked_at=None))
 
 
 def live_grant(gw, conn, claims: dict) -> dict:
@@ -97,6 +100,8 @@ def release(gw, claims: dict, requested: list[str] | None, route: str = "api") -
     now = gw.clock.now()
     with gw.transaction() as conn:
         still = conn.execute(_STILL_LIVE, {"cid": grant["consent_id"], "now": now}).rowcount
+        if still == 1:
+            still = conn.execute(_TOKEN_STILL_LIVE, {"jti": claims["jti"]}).rowcount
         if still != 1:
             raise ReleaseError("invalid_token", "the consent was revoked or has expired")
         chain.append(conn, now, "data.released", client_id=grant["client_id"],

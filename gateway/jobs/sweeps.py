@@ -27,8 +27,9 @@ def expire_consents(limit: int = 500) -> int:
     for consent_id in stale:
         try:
             with gw.transaction() as conn:
-                ledger.transition(conn, now, ledger.get(conn, consent_id), "expired",
-                                  subject=None, route="sweep")
+                consent = ledger.get(conn, consent_id)
+                ledger.transition(conn, now, consent, "expired", route="sweep",
+                                  subject=ledger.subject_of(gw, consent))
             done += 1
         except TransitionRefused:
             continue  # changed meanwhile (revoked, decided): nothing to do

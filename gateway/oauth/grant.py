@@ -3,6 +3,7 @@ refresh, revoke, introspect. No Flask here: views parse and render around these.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from .errors import (InvalidAuthorizationDetails, InvalidGrant, InvalidRequest,
                      InvalidRequestURI, UnauthorizedClient, UnsupportedResponseType)
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
+_REQUEST_URI = re.compile(re.escape(REQUEST_URI_PREFIX) + r"[A-Za-z0-9_-]{32}")
 
 
 def _hash(secret: str) -> str:
@@ -79,8 +81,7 @@ def push(gw, conn, requester: dict, form: dict) -> dict:
 
 def load_pushed(gw, conn, client_id, request_uri) -> dict:
     """The pending request behind a request_uri, bound to its client, unexpired, unused."""
-    if not isinstance(request_uri, str) or not request_uri.startswith(REQUEST_URI_PREFIX) \
-            or len(request_uri) > 120:
+    if not isinstance(request_uri, str) or not _REQUEST_URI.fullmatch(request_uri):
         raise InvalidRequestURI("request_uri missing: push the request to /oauth/par first")
     row = conn.execute(select(pushed_requests)
                        .where(pushed_requests.c.request_uri == request_uri)).mappings().first()
@@ -119,6 +120,14 @@ def decide(gw, conn, pushed: dict, citizen: dict, approve: bool) -> str:
                           values={"subject_id": citizen["subject_id"]})
         return _redirect(pushed["redirect_uri"], {"error": "access_denied", **base})
     requester = gw.requester(conn, consent["client_id"])
+    try:  # the policy may have narrowed since the request was pushed
+        check_request(requester["policy"], consent["authorization_details"][0])
+    except PolicyError:
+        ledger.transition(conn, now, consent, "expired", subject=subject,
+                          values={"subject_id": citizen["subject_id"]})
+        return _redirect(pushed["redirect_uri"], {
+            "error": "invalid_authorization_details",
+            "error_description": "the requester's policy no longer allows this request", **base})
     lifetime = seconds(consent["duration"]) if consent["duration"] else \
         max_duration_seconds(requester["policy"], consent["purpose"])
     ledger.transition(conn, now, consent, "approved", subject=subject,
@@ -191,17 +200,23 @@ def exchange_code(gw, conn, requester: dict, form: dict) -> dict:
         # RFC 6749 4.1.2: a reused code revokes what it issued; the consent itself stays
         conn.execute(update(tokens).where(tokens.c.code_hash == code_hash,
                                           tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+        reused_consent = ledger.get(conn, row["consent_id"])
         chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
-                     consent_id=row["consent_id"], route="oauth", outcome="code_reused")
+                     subject=ledger.subject_of(gw, reused_consent), consent_id=row["consent_id"],
+                     items=reused_consent["data_items"], route="oauth", outcome="code_reused")
         reused = InvalidGrant("code was already used; the tokens it issued are revoked")
         reused.commit_anyway = True
         raise reused
-    if row["expires_at"] <= now:
-        raise InvalidGrant("code expired")
-    if redirect_uri != row["redirect_uri"]:
-        raise InvalidGrant("redirect_uri does not match the authorization request")
-    pkce.check_verifier(form.get("code_verifier"), row["code_challenge"])
-    consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"])
+    try:  # from here on the code is spent whatever happens: one attempt per code
+        if row["expires_at"] <= now:
+            raise InvalidGrant("code expired")
+        if redirect_uri != row["redirect_uri"]:
+            raise InvalidGrant("redirect_uri does not match the authorization request")
+        pkce.check_verifier(form.get("code_verifier"), row["code_challenge"])
+        consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"])
+    except InvalidGrant as exc:
+        exc.commit_anyway = True
+        raise
     return _token_response(gw, conn, requester, consent, code_hash)
 
 
@@ -254,8 +269,10 @@ def revoke(gw, conn, requester: dict, form: dict) -> None:
         conn.execute(update(tokens).where(tokens.c.consent_id == row["consent_id"],
                                           tokens.c.client_id == row["client_id"],
                                           tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    consent = ledger.get(conn, row["consent_id"])
     chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
-                 consent_id=row["consent_id"], route="oauth")
+                 subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
+                 items=consent["data_items"], route="oauth")
 
 
 def introspect(gw, conn, requester: dict, form: dict) -> dict:

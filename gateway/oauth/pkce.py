@@ -8,7 +8,7 @@ import re
 
 from .errors import InvalidGrant, InvalidRequest
 
-_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 
 
 def check_method(method) -> None:
@@ -22,7 +22,7 @@ def challenge_of(verifier: str) -> str:
 
 
 def check_verifier(verifier, challenge: str) -> None:
-    if not isinstance(verifier, str) or not _VERIFIER.match(verifier):
+    if not isinstance(verifier, str) or not _VERIFIER.fullmatch(verifier):
         raise InvalidGrant("code_verifier missing or malformed")
     if not hmac.compare_digest(challenge_of(verifier), challenge):
         raise InvalidGrant("code_verifier does not match the code_challenge")

@@ -26,6 +26,8 @@ def _form() -> dict:
             raise InvalidRequest(f"parameter {key} is repeated")
         if len(values[0]) > MAX_PARAM:
             raise InvalidRequest(f"parameter {key} is too long")
+        if "\x00" in values[0] or "\x00" in key:
+            raise InvalidRequest(f"parameter {key[:40]} holds a NUL character")
         form[key] = values[0]
     return form
 

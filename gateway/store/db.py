@@ -115,7 +115,8 @@ GENESIS_HASH = "0" * 64
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15},
+                               hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -136,7 +137,8 @@ def make_engine(url: str) -> Engine:
         return engine
     # No pre-ping (a round trip per checkout): a connection lost with a database restart
     # fails one request with 503, SQLAlchemy then invalidates the pool and the next one works.
-    return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800)
+    return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800,
+                         hide_parameters=True)
 
 
 def reader(engine: Engine) -> Engine:

@@ -40,6 +40,7 @@ def verify_code_page():
 @bp.post("/login/code")
 def verify_code():
     check_csrf()
+    throttle.check(gw(), "login", request.remote_addr or "-", gw().config.login_rate_per_minute)
     pending = session.get("pending_login")
     try:
         citizen = mock_iam_smart.verify(gw(), pending, request.form.get("code", "").strip())
