@@ -30,6 +30,14 @@ _TAKE_HEAD = (update(audit_head).where(audit_head.c.id == 1).values(seq=audit_he
               .returning(audit_head.c.seq, audit_head.c.hash))
 _INSERT = audit_entries.insert()
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("new_hash"))
+# PostgreSQL: the insert and the head's move in one statement (one round trip fewer).
+_INSERTED = (audit_entries.insert()
+             .values({c.name: bindparam("e_" + c.name, type_=c.type)
+                      for c in audit_entries.columns})
+             .returning(audit_entries.c.hash).cte("inserted"))
+_INSERT_AND_MOVE_HEAD = (update(audit_head).where(audit_head.c.id == 1)
+                         .values(hash=select(_INSERTED.c.hash).scalar_subquery())
+                         .add_cte(_INSERTED))
 
 
 def append(conn: Connection, now: int, event: str, *, client_id=None, subject=None,
@@ -40,8 +48,11 @@ def append(conn: Connection, now: int, event: str, *, client_id=None, subject=No
              "subject": subject, "consent_id": consent_id, "items": sorted(items),
              "route": route, "outcome": outcome, "prev_hash": head.hash}
     entry["hash"] = hashlib.sha256(canonical(entry)).hexdigest()
-    conn.execute(_INSERT, entry)
-    conn.execute(_MOVE_HEAD, {"new_hash": entry["hash"]})
+    if conn.dialect.name == "postgresql":
+        conn.execute(_INSERT_AND_MOVE_HEAD, {"e_" + k: v for k, v in entry.items()})
+    else:
+        conn.execute(_INSERT, entry)
+        conn.execute(_MOVE_HEAD, {"new_hash": entry["hash"]})
     return head.seq
 
 

@@ -7,7 +7,7 @@ against a concurrent revocation: a consent revoked meanwhile releases nothing.
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, exists, select, update
 
 from gateway.audit import chain
 from gateway.consent import ledger
@@ -57,11 +57,10 @@ _LIVE_BY_JTI = _LIVE.where(tokens.c.token_id == bindparam("jti"), tokens.c.kind 
 _STILL_LIVE = (update(consents)
                .where(consents.c.consent_id == bindparam("cid"),
                       consents.c.status == Status.APPROVED.value,
-                      consents.c.expires_at > bindparam("now"))
+                      consents.c.expires_at > bindparam("now"),
+                      exists().where(tokens.c.token_id == bindparam("jti"),
+                                     tokens.c.revoked_at.is_(None)))
                .values(status=Status.APPROVED.value))
-_TOKEN_STILL_LIVE = (update(tokens).where(tokens.c.token_id == bindparam("jti"),
-                                          tokens.c.revoked_at.is_(None))
-                     .values(revoked_at=None))
 
 
 def live_grant(gw, conn, claims: dict) -> dict:
@@ -99,9 +98,8 @@ def release(gw, claims: dict, requested: list[str] | None, route: str = "api") -
         raise ReleaseError("source_unavailable", str(exc)) from exc
     now = gw.clock.now()
     with gw.transaction() as conn:
-        still = conn.execute(_STILL_LIVE, {"cid": grant["consent_id"], "now": now}).rowcount
-        if still == 1:
-            still = conn.execute(_TOKEN_STILL_LIVE, {"jti": claims["jti"]}).rowcount
+        still = conn.execute(_STILL_LIVE, {"cid": grant["consent_id"], "now": now,
+                                           "jti": claims["jti"]}).rowcount
         if still != 1:
             raise ReleaseError("invalid_token", "the consent was revoked or has expired")
         chain.append(conn, now, "data.released", client_id=grant["client_id"],
