@@ -24,10 +24,10 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(config: Config | None = None, *, clock=None, departments_app=None) -> Flask:
+def create_app(config: Config | None = None, *, clock=None, departments=None) -> Flask:
     config = config or Config.from_env()
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
-    gw = Gateway(config, clock=clock, departments_app=departments_app)
+    gw = Gateway(config, clock=clock, departments=departments)
     app.extensions["cdeg"] = gw
     app.config.update(
         CDEG_ISSUER=config.issuer,

@@ -32,7 +32,7 @@ def _instance_secret(config: Config) -> bytes:
 
 
 class Gateway:
-    def __init__(self, config: Config, *, clock: Clock | None = None, departments_app=None):
+    def __init__(self, config: Config, *, clock: Clock | None = None, departments=None):
         self.config = config
         self.clock = clock or Clock()
         Path(config.instance_dir).mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ class Gateway:
         self.access_tokens = AccessTokenVerifier(self.keyring, config.issuer, config.api_audience,
                                                  self.clock)
         self.departments = DepartmentsClient(config.departments_url, config.connector_timeout,
-                                             mock_app=departments_app)
+                                             in_process=departments)
         self.router = Router(self.departments)
         self.client_keys = requesters.KeyCache()
         if config.production:
