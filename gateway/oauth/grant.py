@@ -15,7 +15,7 @@ from gateway.config import AUTHORIZATION_CODE_TTL, PUSHED_REQUEST_TTL
 from gateway.audit import chain
 from gateway.consent import ledger
 from gateway.consent.lifecycle import ConsentError, Status
-from gateway.store.db import authorization_codes, consents, pushed_requests, tokens
+from gateway.store.db import authorization_codes, pushed_requests, tokens
 from gateway.tokens import access
 from policies.engine import PolicyError, check_request, max_duration_seconds
 from schemas.authorization import PushedRequestSchema, parse_authorization_details
@@ -23,7 +23,7 @@ from schemas.duration import seconds
 
 from . import pkce
 from .errors import (InvalidAuthorizationDetails, InvalidGrant, InvalidRequest,
-                     InvalidRequestURI, UnauthorizedClient, UnsupportedResponseType)
+                     InvalidRequestURI, UnsupportedResponseType)
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 _REQUEST_URI = re.compile(re.escape(REQUEST_URI_PREFIX) + r"[A-Za-z0-9_-]{32}")
@@ -294,6 +294,3 @@ def introspect(gw, conn, requester: dict, form: dict) -> dict:
         answer.update(sub=row["claims"]["sub"], aud=row["claims"]["aud"], jti=row["claims"]["jti"])
     return answer
 
-
-__all__ = ["push", "load_pushed", "decide", "exchange_code", "refresh", "revoke", "introspect",
-           "UnauthorizedClient", "consents"]

@@ -7,7 +7,7 @@ only item ids (the e-ME store and the departments hold the data).
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Column, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text, create_engine, event, text)
+                        Table, create_engine, event, text)
 from sqlalchemy.engine import Engine
 
 metadata = MetaData()

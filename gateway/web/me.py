@@ -1,7 +1,7 @@
 """/me: the citizen's consents, who read what, and Revoke."""
 from __future__ import annotations
 
-from flask import redirect, request, session, url_for
+from flask import redirect, session, url_for
 
 from gateway.consent import citizen as citizen_consents
 
