@@ -15,21 +15,26 @@ from pathlib import Path
 
 IN_REQUEST = "SyncWorker.handle ("
 
-# (label, a frame that marks it) — inclusive shares; they overlap where one calls another
+# (label, marker) — inclusive shares; they overlap where one calls another. A marker is a frame
+# (``function (path``), or "caller > callee" for a call made directly from one to the other.
 DATA_CENTRES = [
     ("Flask view GET /api/v1/data", "data (gateway/api/data.py"),
     ("bearer token verify (in-process cache)", "AccessTokenVerifier.verify ("),
+    ("rate limit (Redis pipeline)", "check (gateway/throttle.py"),
     ("release(): live check + connectors + write", "release (gateway/exchange/release.py"),
     ("  live consent SELECT (own connection)", "live_grant ("),
     ("  connectors: Router.fetch (3 lookups)", "Router.fetch ("),
     ("    requests: proxy/env lookups", "Session.merge_environment_settings ("),
-    ("  audit chain append (3 statements)", "append (gateway/audit/chain.py"),
+    ("  guard UPDATE(s) in release(), incl. BEGIN",
+     "release (gateway/exchange/release.py > Connection.execute (sqlalchemy"),
+    ("  audit chain append", "append (gateway/audit/chain.py"),
     ("  COMMIT", "Connection.commit ("),
     ("pool checkout incl. pre-ping", "Pool.connect ("),
     ("  pre-ping round trip", "_do_ping_w_event ("),
     ("connection close (ROLLBACK, back to the pool)", "Connection.close (sqlalchemy"),
     ("all SQL round trips (psycopg wait)", "Connection.wait (psycopg"),
     ("JSON body (jsonify)", "jsonify ("),
+    ("gunicorn close_graceful (waits for the client's FIN)", "close_graceful (gunicorn"),
 ]
 EXCHANGE_CENTRES = [
     ("Flask view POST /oauth/token", "token (gateway/oauth/views.py"),
@@ -37,13 +42,15 @@ EXCHANGE_CENTRES = [
     ("  assertion ES256 verify (jwcrypto)", "verify (gateway/tokens/jose.py"),
     ("  assertion jti replay guard (Redis SET NX)", "RedisStore.claim_once ("),
     ("  requester SELECT", "get (gateway/requester.py"),
+    ("  requester keys (parse / cache)", "KeyCache.key ("),
     ("code exchange (grant.exchange_code)", "exchange_code ("),
     ("  access token ES256 sign (jwcrypto)", "mint (gateway/tokens/access.py"),
-    ("  audit chain append (3 statements)", "append (gateway/audit/chain.py"),
+    ("  audit chain append", "append (gateway/audit/chain.py"),
     ("  COMMIT", "Connection.commit ("),
     ("pool checkout incl. pre-ping", "Pool.connect ("),
     ("  pre-ping round trip", "_do_ping_w_event ("),
     ("all SQL round trips (psycopg wait)", "Connection.wait (psycopg"),
+    ("gunicorn close_graceful (waits for the client's FIN)", "close_graceful (gunicorn"),
 ]
 
 
@@ -88,7 +95,7 @@ def summarise(raw: Path, centres: list[tuple[str, str]], top: int = 12) -> dict:
     total = sum(n for _, n in stacks) or 1
     shares = []
     for label, marker in centres:
-        hits = sum(n for frames, n in stacks if any(marker in f for f in frames))
+        hits = sum(n for frames, n in stacks if _marked(frames, marker))
         shares.append({"centre": label, "share": round(100 * hits / total, 1)})
     leaves, packages = Counter(), Counter()
     for frames, n in stacks:
@@ -99,6 +106,13 @@ def summarise(raw: Path, centres: list[tuple[str, str]], top: int = 12) -> dict:
                                 for p, n in packages.most_common(top)],
             "self_top": [{"frame": f, "share": round(100 * n / total, 1)}
                          for f, n in leaves.most_common(top)]}
+
+
+def _marked(frames: list[str], marker: str) -> bool:
+    if " > " not in marker:
+        return any(marker in f for f in frames)
+    caller, callee = marker.split(" > ", 1)
+    return any(caller in a and callee in b for a, b in zip(frames, frames[1:]))
 
 
 def package_of(frame: str) -> str:

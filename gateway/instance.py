@@ -21,13 +21,23 @@ from connectors.base import DepartmentsClient
 
 
 def _instance_secret(config: Config) -> bytes:
+    """CDEG_SECRET_KEY, or (demo) a secret generated once into the instance folder. Workers
+    starting together agree on one: it is written aside and linked into place, and whoever
+    loses the race reads the winner's."""
     if config.secret_key:
         return config.secret_key.encode()
     path = Path(config.instance_dir) / "secret.key"
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     return path.read_text().strip().encode()
 
 
@@ -90,4 +100,6 @@ class Gateway:
         return requesters.get(conn, client_id)
 
     def close(self) -> None:
+        if self.router.pool is not None:
+            self.router.pool.shutdown(wait=False)
         self.db.dispose()

@@ -76,3 +76,29 @@ def test_unknown_api_path_is_a_problem_document(flow):
 def test_oauth_endpoint_wrong_method_is_an_oauth_error(flow):
     resp = flow.requester.get("/oauth/token")
     assert resp.status_code == 405 and resp.get_json()["error"] == "invalid_request"
+
+
+def _start_gateway(instance_dir: str, out):
+    from gateway.config import Config
+    from gateway.instance import Gateway
+    gw = Gateway(Config(instance_dir=instance_dir, issuer="http://gateway.test", env="test"))
+    out.put((gw.keyring.signing_key.get("kid"), gw.pairwise_secret.hex()))
+
+
+def test_workers_starting_together_on_an_empty_instance_agree_on_keys_and_secret(tmp_path):
+    import json
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_start_gateway, args=(tmp_path / "instance", out))
+             for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    answers = {out.get(timeout=5) for _ in procs}
+    assert len(answers) == 1          # one signing key, one secret, for every worker
+    keys = tmp_path / "instance" / "keys"
+    listed = {e["kid"] for e in json.loads((keys / "keyring.json").read_text())}
+    assert {p.stem for p in keys.glob("*.pem")} == listed and len(listed) == 1

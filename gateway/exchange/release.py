@@ -7,7 +7,7 @@ against a concurrent revocation: a consent revoked meanwhile releases nothing.
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy import bindparam, select, update
 
 from gateway.audit import chain
 from gateway.consent import ledger
@@ -58,8 +58,12 @@ _STILL_LIVE = (update(consents)
                .where(consents.c.consent_id == bindparam("cid"),
                       consents.c.status == Status.APPROVED.value,
                       consents.c.expires_at > bindparam("now"),
-                      exists().where(tokens.c.token_id == bindparam("jti"),
-                                     tokens.c.revoked_at.is_(None)))
+                      # FOR SHARE: a concurrent token revocation waits for this release
+                      # (or this release sees it), as a consent revocation does
+                      select(tokens.c.token_id)
+                      .where(tokens.c.token_id == bindparam("jti"),
+                             tokens.c.revoked_at.is_(None))
+                      .with_for_update(read=True).exists())
                .values(status=Status.APPROVED.value))
 
 

@@ -2,6 +2,8 @@
 with provenance, minimised to exactly the items asked for."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from connectors.base import ConnectorError, DepartmentsClient, ItemValue
 from connectors.eme import EMEConnector
 from connectors.immd import ImmigrationConnector
@@ -14,20 +16,34 @@ class ExchangeError(Exception):
 
 
 class Router:
+    """Sources are asked at the same time when they sit across the network (the departments
+    answer independently); in-process they are simply called in turn."""
+
     def __init__(self, client: DepartmentsClient):
         self.connectors = {c.source: c for c in (ImmigrationConnector(client), EMEConnector(client),
                                                  UtilitiesConnector(client))}
+        self.pool = None if client.in_process is not None else \
+            ThreadPoolExecutor(max_workers=len(self.connectors), thread_name_prefix="connector")
+
+    def _fetch_one(self, source: str, hkid: str, wanted: list[str]) -> dict[str, ItemValue]:
+        try:
+            return self.connectors[source].fetch(hkid, wanted)
+        except ConnectorError as exc:
+            raise ExchangeError(f"source {source} unavailable") from exc
 
     def fetch(self, hkid: str, items: list[str]) -> dict[str, dict]:
         by_source: dict[str, list[str]] = {}
         for item in items:
             by_source.setdefault(catalogue()[item]["source"], []).append(item)
         values: dict[str, ItemValue] = {}
-        for source, wanted in by_source.items():
-            try:
-                values.update(self.connectors[source].fetch(hkid, wanted))
-            except ConnectorError as exc:
-                raise ExchangeError(f"source {source} unavailable") from exc
+        if self.pool is None or len(by_source) == 1:
+            for source, wanted in by_source.items():
+                values.update(self._fetch_one(source, hkid, wanted))
+        else:
+            futures = [self.pool.submit(self._fetch_one, source, hkid, wanted)
+                       for source, wanted in by_source.items()]
+            for future in futures:
+                values.update(future.result())
         return {item: {"value": v.value, "source": v.source, "verified": v.verified,
                        "as_of": v.as_of}
                 for item, v in ((i, values.get(i)) for i in items) if v is not None}

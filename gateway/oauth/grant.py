@@ -151,21 +151,18 @@ def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | N
                                 client_id=requester["client_id"],
                                 consent_id=consent["consent_id"],
                                 authorization_details=consent["authorization_details"], now=now)
-    conn.execute(tokens.insert().values(token_id=claims["jti"], kind="access",
-                                        consent_id=consent["consent_id"],
-                                        client_id=requester["client_id"], code_hash=code_hash,
-                                        issued_at=now, expires_at=claims["exp"]))
+    rows = [dict(token_id=claims["jti"], kind="access", consent_id=consent["consent_id"],
+                 client_id=requester["client_id"], code_hash=code_hash, issued_at=now,
+                 expires_at=claims["exp"])]
     body = {"access_token": token, "token_type": "Bearer", "expires_in": claims["exp"] - now,
             "consent_id": consent["consent_id"],
             "authorization_details": consent["authorization_details"]}
     if consent["access"] == "ongoing":
         refresh = "rt_" + secrets.token_urlsafe(32)
-        conn.execute(tokens.insert().values(token_id=_hash(refresh), kind="refresh",
-                                            consent_id=consent["consent_id"],
-                                            client_id=requester["client_id"],
-                                            code_hash=code_hash, issued_at=now,
-                                            expires_at=consent["expires_at"]))
+        rows.append(dict(rows[0], token_id=_hash(refresh), kind="refresh",
+                         expires_at=consent["expires_at"]))
         body["refresh_token"] = refresh
+    conn.execute(tokens.insert(), rows)  # one statement for both
     chain.append(conn, now, "token.issued", client_id=requester["client_id"], subject=subject,
                  consent_id=consent["consent_id"], items=consent["data_items"], route="oauth")
     return body
@@ -188,15 +185,18 @@ def exchange_code(gw, conn, requester: dict, form: dict) -> dict:
         raise InvalidRequest("redirect_uri missing")
     now = gw.clock.now()
     code_hash = _hash(code)
-    row = conn.execute(select(authorization_codes)
-                       .where(authorization_codes.c.code_hash == code_hash)).mappings().first()
-    if row is None or row["client_id"] != requester["client_id"]:
-        raise InvalidGrant("code unknown")
-    won = conn.execute(update(authorization_codes)
+    # Take the code in one statement; only when that fails, look at why.
+    row = conn.execute(update(authorization_codes)
                        .where(authorization_codes.c.code_hash == code_hash,
+                              authorization_codes.c.client_id == requester["client_id"],
                               authorization_codes.c.used_at.is_(None))
-                       .values(used_at=now)).rowcount
-    if won != 1:
+                       .values(used_at=now)
+                       .returning(*authorization_codes.columns)).mappings().first()
+    if row is None:
+        row = conn.execute(select(authorization_codes)
+                           .where(authorization_codes.c.code_hash == code_hash)).mappings().first()
+        if row is None or row["client_id"] != requester["client_id"]:
+            raise InvalidGrant("code unknown")
         # RFC 6749 4.1.2: a reused code revokes what it issued; the consent itself stays
         conn.execute(update(tokens).where(tokens.c.code_hash == code_hash,
                                           tokens.c.revoked_at.is_(None)).values(revoked_at=now))

@@ -8,10 +8,12 @@ a rotation made by another process (the keyring file's mtime) within a second.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from jwcrypto import jwk
@@ -36,33 +38,49 @@ class Keyring:
     def index(self) -> Path:
         return self.folder / "keyring.json"
 
+    @contextmanager
+    def _exclusive(self):
+        """One writer at a time across processes (gunicorn workers starting together, the CLI)."""
+        with self._lock, open(self.folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def ensure(self) -> None:
         """Create the folder and a first key when there is none."""
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
-        if not self.index.exists():
-            self.rotate()
+        with self._exclusive():
+            if not self.index.exists():
+                self._add_key()
         self._load()
 
     def rotate(self) -> str:
         """Add a new signing key; the current one is retired but stays published."""
-        with self._lock:
-            meta = json.loads(self.index.read_text()) if self.index.exists() else []
-            now = self.clock.now()
-            key = jwk.JWK.generate(kty="EC", crv="P-256")
-            kid = key.thumbprint()[:16] + f"-{now}"
-            pem_path = self.folder / f"{kid}.pem"
-            fd = os.open(pem_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(key.export_to_pem(private_key=True, password=None))
-            for entry in meta:
-                if entry.get("retired_at") is None:
-                    entry["retired_at"] = now
-            meta.append({"kid": kid, "created_at": now, "retired_at": None})
-            tmp = self.index.with_suffix(".tmp")
-            tmp.write_text(json.dumps(meta, indent=2))
-            os.replace(tmp, self.index)
+        with self._exclusive():
+            kid = self._add_key()
         self._checked = 0.0
+        return kid
+
+    def _add_key(self) -> str:
+        """Write a new key and list it; the caller holds the exclusive lock."""
+        meta = json.loads(self.index.read_text()) if self.index.exists() else []
+        now = self.clock.now()
+        key = jwk.JWK.generate(kty="EC", crv="P-256")
+        kid = key.thumbprint()[:16] + f"-{now}"
+        pem_path = self.folder / f"{kid}.pem"
+        fd = os.open(pem_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.export_to_pem(private_key=True, password=None))
+        for entry in meta:
+            if entry.get("retired_at") is None:
+                entry["retired_at"] = now
+        meta.append({"kid": kid, "created_at": now, "retired_at": None})
+        tmp = self.index.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, self.index)
         return kid
 
     def _load(self) -> None:
