@@ -70,15 +70,17 @@ def local_path(target) -> str:
     return target
 
 
+ADDRESS_PARTS = (("flat", "Flat "), ("floor", "Floor "), ("block", ""), ("building", ""),
+                 ("street", ""), ("district", ""), ("region", ""))
+
+
 @bp.app_template_filter("format_value")
 def format_value(value: dict) -> str:
-    parts = [value.get(k) for k in ("flat", "floor", "block", "building", "street",
-                                    "district", "region")] if "district" in value else \
-        [f"{k}: {v}" for k, v in value.items()]
-    labels = ("Flat ", "Floor ", "", "", "", "", "")
+    """A structured value on one line: an address as it is written, anything else key: value."""
     if "district" in value:
-        return ", ".join(f"{lab}{p}" for lab, p in zip(labels, parts) if p)
-    return ", ".join(str(p) for p in parts)
+        return ", ".join(f"{prefix}{value[key]}" for key, prefix in ADDRESS_PARTS
+                         if value.get(key))
+    return ", ".join(f"{key}: {item}" for key, item in value.items())
 
 
 def signed_in() -> str | None:
