@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, WebDriverException
+from selenium.common.exceptions import (NoAlertPresentException,
+                                        StaleElementReferenceException, WebDriverException)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -26,6 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from gateway.demo.agent import Requester
 from gateway.demo.seed import private_jwks
 
+from .flow import BANK, BANK_DETAIL, HKID, redirect_uri_of
 from .live import live_gateway  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.browser
@@ -35,12 +37,8 @@ INSTALL = "apt-get install -y chromium chromium-driver"
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--no-first-run")
-BANK, BANK_REDIRECT = "bank-of-example", "http://127.0.0.1:9100/callback"
-HKID = "A123456(3)"
-DETAIL = {"type": "cdeg_data", "purpose": "ekyc-account-opening", "access": "ongoing",
-          "duration": "P90D",
-          "data_items": ["identity.name_en", "identity.hkid", "identity.date_of_birth",
-                         "address.residential"]}
+BANK_REDIRECT = redirect_uri_of(BANK)
+DETAIL = BANK_DETAIL
 WAIT = 15
 
 
@@ -117,7 +115,9 @@ def path_is(path: str):
 
 
 def wait(driver, condition, message: str):
-    return WebDriverWait(driver, WAIT).until(condition, message)
+    """Wait for a condition; elements going stale mid-check (a page reloading) mean "not yet"."""
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(condition, message)
 
 
 # -- the bank ------------------------------------------------------------------------------------
@@ -200,10 +200,13 @@ def test_citizen_revokes_on_me_and_the_next_read_is_refused(live_gateway, chromi
         browser.switch_to.alert.accept()
     except NoAlertPresentException:
         pass
-    confirm = [b for b in browser.find_elements(By.CSS_SELECTOR, "button")
-               if b.accessible_name.strip() == "Confirm"]
-    if confirm:
-        confirm[0].click()
+    try:  # the page may already be reloading after the POST: its buttons go stale
+        confirm = [b for b in browser.find_elements(By.CSS_SELECTOR, "button")
+                   if b.accessible_name.strip() == "Confirm"]
+        if confirm:
+            confirm[0].click()
+    except StaleElementReferenceException:
+        pass
 
     def shows_revoked(driver):
         cards = driver.find_elements(By.CSS_SELECTOR, f'[data-consent-id="{consent_id}"]')

@@ -6,15 +6,13 @@ import json
 import time
 
 import pytest
-from jwcrypto import jwk, jws
+from jwcrypto import jwk
 
 from gateway.demo.agent import ASSERTION_TYPE, client_assertion
 
+from .forge import b64json, signed
 from .flow import key_of, ledger_snapshot
 
-
-def _b64(data: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
 def _claims(flow, **changes) -> dict:
@@ -24,11 +22,6 @@ def _claims(flow, **changes) -> dict:
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
-
-def _signed(key, claims: dict, header: dict) -> str:
-    token = jws.JWS(json.dumps(claims).encode())
-    token.add_signature(key, alg=header["alg"], protected=header)
-    return token.serialize(compact=True)
 
 
 def _par_with(flow, assertion: str):
@@ -67,7 +60,7 @@ def test_token_endpoint_url_is_accepted_as_audience(flow):
         "exp string", "iat future", "no jti"])
 def test_bad_assertion_claims_are_refused(flow, changes):
     header = {"alg": "ES256", "kid": flow.key.get("kid")}
-    _refused(flow, _signed(flow.key, _claims(flow, **changes), header))
+    _refused(flow, signed(flow.key, _claims(flow, **changes), header))
 
 
 def test_replayed_assertion_is_refused(flow):
@@ -77,19 +70,19 @@ def test_replayed_assertion_is_refused(flow):
 
 
 def test_alg_none_is_refused(flow):
-    token = _b64({"alg": "none", "kid": flow.key.get("kid")}) + "." + _b64(_claims(flow)) + "."
+    token = b64json({"alg": "none", "kid": flow.key.get("kid")}) + "." + b64json(_claims(flow)) + "."
     _refused(flow, token)
 
 
 def test_hs256_signed_with_the_public_key_is_refused(flow):
     public = json.dumps(flow.key.export_public(as_dict=True)).encode()
     mac_key = jwk.JWK(kty="oct", k=base64.urlsafe_b64encode(public).decode().rstrip("="))
-    _refused(flow, _signed(mac_key, _claims(flow), {"alg": "HS256", "kid": flow.key.get("kid")}))
+    _refused(flow, signed(mac_key, _claims(flow), {"alg": "HS256", "kid": flow.key.get("kid")}))
 
 
 def test_rs256_is_refused_even_with_a_registered_looking_key(flow):
     rsa = jwk.JWK.generate(kty="RSA", size=2048, kid=flow.key.get("kid"))
-    _refused(flow, _signed(rsa, _claims(flow), {"alg": "RS256", "kid": flow.key.get("kid")}))
+    _refused(flow, signed(rsa, _claims(flow), {"alg": "RS256", "kid": flow.key.get("kid")}))
 
 
 def test_signature_by_another_key_is_refused(flow):
@@ -98,7 +91,7 @@ def test_signature_by_another_key_is_refused(flow):
 
 
 def test_unknown_kid_is_refused(flow):
-    _refused(flow, _signed(flow.key, _claims(flow), {"alg": "ES256", "kid": "../../etc/passwd"}))
+    _refused(flow, signed(flow.key, _claims(flow), {"alg": "ES256", "kid": "../../etc/passwd"}))
 
 
 @pytest.mark.parametrize("extra", [{"jku": "https://evil.example/jwks"},
@@ -106,7 +99,7 @@ def test_unknown_kid_is_refused(flow):
                                    {"crit": ["exp"], "exp": 1}, {"zip": "DEF"}])
 def test_dangerous_headers_are_refused(flow, extra):
     header = {"alg": "ES256", "kid": flow.key.get("kid"), **extra}
-    token = _b64(header) + "." + _b64(_claims(flow)) + ".c2ln"
+    token = b64json(header) + "." + b64json(_claims(flow)) + ".c2ln"
     _refused(flow, token)
 
 
@@ -114,7 +107,7 @@ def test_embedded_jwk_header_is_refused(flow):
     attacker = jwk.JWK.generate(kty="EC", crv="P-256", kid=flow.key.get("kid"))
     header = {"alg": "ES256", "kid": flow.key.get("kid"),
               "jwk": attacker.export_public(as_dict=True)}
-    _refused(flow, _signed(attacker, _claims(flow), header))
+    _refused(flow, signed(attacker, _claims(flow), header))
 
 
 def test_assertion_of_unknown_client_is_refused(flow):
@@ -164,7 +157,7 @@ def test_weak_or_unsuitable_client_keys_cannot_be_registered(flow):
 def test_alg_in_the_refusal_is_not_echoed_into_headers(flow):
     tokens = flow.tokens()
     header = {"alg": 'x"y中', "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid")}
-    token = _b64(header) + "." + tokens["access_token"].split(".")[1] + ".c2ln"
+    token = b64json(header) + "." + tokens["access_token"].split(".")[1] + ".c2ln"
     resp = flow.data(token)
     assert resp.status_code == 401
     assert '"y' not in resp.headers["WWW-Authenticate"]

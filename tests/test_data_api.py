@@ -10,11 +10,9 @@ from jwcrypto import jwe, jwk, jws
 
 from gateway.tokens import jose
 
+from .forge import b64json, signed
 from .flow import BANK_DETAIL, Flow, ledger_snapshot
 
-
-def _b64(data: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
 def _claims(flow, tokens, **changes) -> dict:
@@ -24,18 +22,13 @@ def _claims(flow, tokens, **changes) -> dict:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _sign(key, claims: dict, header: dict) -> str:
-    token = jws.JWS(json.dumps(claims).encode())
-    token.add_signature(key, alg=header["alg"], protected=header)
-    return token.serialize(compact=True)
-
 
 def _raw_es256(key, header: dict, claims: dict) -> str:
     """Sign whatever header we like (jwcrypto itself refuses to make some of these)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-    signing_input = _b64(header) + "." + _b64(claims)
+    signing_input = b64json(header) + "." + b64json(claims)
     der = key.get_op_key("sign").sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
     sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
@@ -60,20 +53,20 @@ def tokens(flow):
 
 def test_alg_none_token_is_refused(flow, tokens):
     header = {"alg": "none", "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid")}
-    _refused(flow, _b64(header) + "." + _b64(_claims(flow, tokens)) + ".")
+    _refused(flow, b64json(header) + "." + b64json(_claims(flow, tokens)) + ".")
 
 
 def test_hs256_signed_with_the_gateway_public_key_is_refused(flow, tokens):
     public = json.dumps(flow.gw.keyring.jwks()["keys"][0]).encode()
     key = jwk.JWK(kty="oct", k=base64.urlsafe_b64encode(public).decode().rstrip("="))
     header = {"alg": "HS256", "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid")}
-    _refused(flow, _sign(key, _claims(flow, tokens), header))
+    _refused(flow, signed(key, _claims(flow, tokens), header))
 
 
 def test_rs256_token_is_refused(flow, tokens):
     key = jwk.JWK.generate(kty="RSA", size=2048)
     header = {"alg": "RS256", "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid")}
-    _refused(flow, _sign(key, _claims(flow, tokens), header))
+    _refused(flow, signed(key, _claims(flow, tokens), header))
 
 
 def test_jwe_where_a_jws_is_expected_is_refused(flow, tokens):
@@ -103,12 +96,12 @@ def test_embedded_jwk_header_is_refused(flow, tokens):
     attacker = jwk.JWK.generate(kty="EC", crv="P-256", kid="evil")
     header = {"alg": "ES256", "typ": "at+jwt", "kid": "evil",
               "jwk": attacker.export_public(as_dict=True)}
-    _refused(flow, _sign(attacker, _claims(flow, tokens), header))
+    _refused(flow, signed(attacker, _claims(flow, tokens), header))
 
 
 def test_unknown_kid_is_refused(flow, tokens):
     key = jwk.JWK.generate(kty="EC", crv="P-256")
-    _refused(flow, _sign(key, _claims(flow, tokens),
+    _refused(flow, signed(key, _claims(flow, tokens),
                          {"alg": "ES256", "typ": "at+jwt", "kid": "' OR 1=1 --"}))
 
 
@@ -121,18 +114,18 @@ def test_unknown_kid_is_refused(flow, tokens):
 def test_gateway_signed_token_with_bad_claims_is_refused(flow, tokens, changes):
     claims = _claims(flow, tokens, **changes)
     key = flow.gw.keyring.signing_key
-    _refused(flow, _sign(key, claims, {"alg": "ES256", "typ": "at+jwt", "kid": key.get("kid")}))
+    _refused(flow, signed(key, claims, {"alg": "ES256", "typ": "at+jwt", "kid": key.get("kid")}))
 
 
 def test_typ_other_than_at_jwt_is_refused(flow, tokens):
     key = flow.gw.keyring.signing_key
-    _refused(flow, _sign(key, _claims(flow, tokens), {"alg": "ES256", "typ": "JWT",
+    _refused(flow, signed(key, _claims(flow, tokens), {"alg": "ES256", "typ": "JWT",
                                                       "kid": key.get("kid")}))
 
 
 def test_token_of_another_signer_with_our_kid_is_refused(flow, tokens):
     key = jwk.JWK.generate(kty="EC", crv="P-256")
-    _refused(flow, _sign(key, _claims(flow, tokens), {"alg": "ES256", "typ": "at+jwt",
+    _refused(flow, signed(key, _claims(flow, tokens), {"alg": "ES256", "typ": "at+jwt",
                                                       "kid": flow.gw.keyring.signing_key.get("kid")}))
 
 

@@ -23,15 +23,10 @@ from joserfc.jwk import ECKey
 
 from gateway.demo.seed import private_jwks
 
+from .flow import BANK, BANK_DETAIL, HKID, TD, redirect_uri_of
 from .live import live_gateway  # noqa: F401 - the fixture
 
-BANK, BANK_REDIRECT = "bank-of-example", "http://127.0.0.1:9100/callback"
-TD, TD_REDIRECT = "transport-department", "http://127.0.0.1:9101/callback"
-HKID = "A123456(3)"
-BANK_DETAIL = {"type": "cdeg_data", "purpose": "ekyc-account-opening", "access": "ongoing",
-               "duration": "P90D",
-               "data_items": ["identity.name_en", "identity.hkid", "identity.date_of_birth",
-                              "address.residential"]}
+BANK_REDIRECT, TD_REDIRECT = redirect_uri_of(BANK), redirect_uri_of(TD)
 TD_DETAIL = {"type": "cdeg_data", "purpose": "vehicle-licence-renewal", "access": "once",
              "data_items": ["identity.name_en", "identity.hkid", "address.residential"]}
 
