@@ -36,7 +36,6 @@ def metadata():
         "authorization_details_types_supported": ["cdeg_data"],
         "authorization_response_iss_parameter_supported": True,
         "ui_locales_supported": ["en", "zh-HK"],
-        "service_documentation": f"{issuer}/openapi.json",
     })
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp

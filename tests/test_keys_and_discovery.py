@@ -102,3 +102,12 @@ def test_workers_starting_together_on_an_empty_instance_agree_on_keys_and_secret
     keys = tmp_path / "instance" / "keys"
     listed = {e["kid"] for e in json.loads((keys / "keyring.json").read_text())}
     assert {p.stem for p in keys.glob("*.pem")} == listed and len(listed) == 1
+
+
+def test_every_url_the_metadata_names_answers(flow):
+    meta = flow.requester.get("/.well-known/oauth-authorization-server").get_json()
+    urls = [v for v in meta.values() if isinstance(v, str) and v.startswith(flow.issuer + "/")]
+    for url in urls:
+        path = url[len(flow.issuer):]
+        status = flow.requester.get(path).status_code
+        assert status in (200, 400, 405), (path, status)  # exists (POST-only ones answer 405)
