@@ -35,6 +35,7 @@ class Config:
     max_body_bytes: int = 64 * 1024
     session_idle_seconds: int = 15 * 60
     client_rate_per_minute: int = 120_000     # data API calls per requester
+    oauth_rate_per_minute: int = 6_000        # PAR, token, revoke, introspect calls per requester
     login_rate_per_minute: int = 20           # login attempts per address
     connector_timeout: tuple[float, float] = (2.0, 5.0)
     extra: dict = field(default_factory=dict)
@@ -81,6 +82,7 @@ class Config:
             if env.get(name):
                 values[key] = env[name]
         for name, key in (("CDEG_CLIENT_RATE_PER_MINUTE", "client_rate_per_minute"),
+                          ("CDEG_OAUTH_RATE_PER_MINUTE", "oauth_rate_per_minute"),
                           ("CDEG_LOGIN_RATE_PER_MINUTE", "login_rate_per_minute")):
             if env.get(name):
                 try:

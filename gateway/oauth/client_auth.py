@@ -13,7 +13,7 @@ from gateway.store.redis import RedisUnavailable
 from gateway.tokens import jose
 from gateway.tokens.errors import TokenError
 
-from .errors import InvalidClient, TemporarilyUnavailable
+from .errors import InvalidClient, SlowDown, TemporarilyUnavailable
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALGS = ["ES256", "PS256", "EdDSA"]
@@ -57,11 +57,14 @@ def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
         raise InvalidClient("client_assertion exp is more than 5 minutes ahead")
     if not claims["jti"] or len(claims["jti"]) > 200:
         raise InvalidClient("client_assertion jti missing or too long")
-    try:
-        fresh = gw.redis.claim_once("assertion", f"{client_id}:{claims['jti']}",
-                                    claims["exp"] - now + 60)
+    try:  # replay guard and the client's OAuth rate limit, one Redis round trip
+        fresh, wait = gw.redis.claim_once_and_hit(
+            "assertion", f"{client_id}:{claims['jti']}", claims["exp"] - now + 60,
+            "oauth", client_id, gw.config.oauth_rate_per_minute, 60)
     except RedisUnavailable as exc:
         raise TemporarilyUnavailable() from exc
     if not fresh:
         raise InvalidClient("client_assertion jti was already used")
+    if wait:
+        raise SlowDown(wait)
     return requester

@@ -61,6 +61,15 @@ class UnsupportedTokenType(OAuthError):
     error = "unsupported_token_type"
 
 
+class SlowDown(OAuthError):
+    """Too many requests from this client (429 with Retry-After)."""
+    error, status = "slow_down", 429
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"too many requests; retry after {retry_after} s",
+                         headers={"Retry-After": str(retry_after)})
+
+
 class TemporarilyUnavailable(OAuthError):
     error, status = "temporarily_unavailable", 503
 

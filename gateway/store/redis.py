@@ -35,6 +35,21 @@ class RedisStore:
         except redis_lib.RedisError as exc:
             raise RedisUnavailable("redis did not answer") from exc
 
+    def claim_once_and_hit(self, kind: str, ident: str, ttl_seconds: int, rate_kind: str,
+                           rate_ident: str, limit: int, window: int) -> tuple[bool, int]:
+        """``claim_once`` and ``hit`` in one round trip: (fresh, seconds to wait or 0)."""
+        rate_key = self.key("rate", rate_kind, rate_ident)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.key("seen", kind, ident), b"1", nx=True, ex=max(1, int(ttl_seconds)))
+            pipe.incr(rate_key)
+            pipe.expire(rate_key, window, nx=True)
+            pipe.ttl(rate_key)
+            fresh, count, _, ttl = pipe.execute()
+        except redis_lib.RedisError as exc:
+            raise RedisUnavailable("redis did not answer") from exc
+        return bool(fresh), 0 if count <= limit else max(1, int(ttl))
+
     def hit(self, kind: str, ident: str, limit: int, window: int) -> int:
         """Count one request in a fixed window; answer 0 when allowed, else seconds to wait.
 
