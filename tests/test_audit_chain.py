@@ -77,3 +77,29 @@ def test_failed_change_writes_no_entry(flow):
     flow.data(tokens["access_token"], items="contact.email")
     flow.revoke_as_citizen("cns_does_not_exist")
     assert _events(flow.gw) == before
+
+
+def test_one_statement_release_writes_nothing_for_a_revoked_consent(tmp_path, request, clock):
+    """PostgreSQL's single-statement release: the consent check and the audit entry are one."""
+    import jwt as pyjwt
+
+    from gateway.audit.chain import release_sql
+
+    from .conftest import build_app, make_config
+    from .flow import Flow
+    app = build_app(make_config(tmp_path, "services", request), clock)
+    flow = Flow(app)
+    tokens = flow.tokens()
+    jti = pyjwt.decode(tokens["access_token"], options={"verify_signature": False})["jti"]
+    fields = dict(client_id=flow.client_id, subject="s", consent_id=tokens["consent_id"],
+                  items=["identity.hkid"], route="api")
+    with flow.gw.reads.connect() as conn:
+        assert release_sql(conn, clock.now(), jti, **fields) is not None
+    flow.revoke_as_citizen(tokens["consent_id"])
+    before = _events(flow.gw)
+    with flow.gw.reads.connect() as conn:
+        assert release_sql(conn, clock.now(), jti, **fields) is None
+    assert _events(flow.gw) == before
+    with flow.gw.db.connect() as conn:
+        assert verify(conn) == len(before)
+    app.extensions["cdeg"].close()

@@ -1,28 +1,45 @@
 """Append to and verify the audit chain.
 
-Each entry is canonical JSON (sorted keys, no spaces, UTF-8) of its fields plus ``prev_hash``;
-its ``hash`` is SHA-256 over that. The head row (``audit_head``) is updated first in the
-writer's transaction, which takes a row lock on PostgreSQL and the write lock on SQLite, so two
-writers can never chain to the same predecessor. Entries hold item ids, never values.
+An entry's *body* is canonical JSON (sorted keys, no spaces, UTF-8) of what happened: when,
+which event, which client, which subject pseudonym, which consent, which item ids, which route,
+which outcome — never a value. Its hash links it to the one before:
+
+    hash = SHA-256( prev_hash ":" seq ":" body )      (hex)
+
+so editing, deleting, reordering or truncating any entry breaks ``verify``. The head row
+(``audit_head``: last seq, last hash) is moved first in the writer's transaction, which takes a
+row lock on PostgreSQL and the write lock on SQLite: two writers never chain to the same
+predecessor. On PostgreSQL the same link is computed in SQL (``sha256()``), so a data release
+can check its consent, move the head and insert its entry in one statement (``release_sql``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Connection
 
 from gateway.clock import rfc3339
 from gateway.store.db import GENESIS_HASH, audit_entries, audit_head
 
-FIELDS = ("seq", "at", "event", "client_id", "subject", "consent_id", "items", "route", "outcome")
+BODY_FIELDS = ("at", "event", "client_id", "subject", "consent_id", "items", "route", "outcome")
 
 
-def canonical(entry: dict) -> bytes:
-    body = {k: entry[k] for k in FIELDS}
-    body["prev_hash"] = entry["prev_hash"]
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def body_of(entry: dict) -> str:
+    return json.dumps({k: entry[k] for k in BODY_FIELDS}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def link(prev_hash: str, seq: int, body: str) -> str:
+    return hashlib.sha256(f"{prev_hash}:{seq}:{body}".encode("utf-8")).hexdigest()
+
+
+def new_entry(now: int, event: str, *, client_id=None, subject=None, consent_id=None,
+              items=(), route=None, outcome="ok") -> dict:
+    return {"at": rfc3339(now), "event": event, "client_id": client_id, "subject": subject,
+            "consent_id": consent_id, "items": sorted(items), "route": route,
+            "outcome": outcome}
 
 
 # Built once: the append runs on every data release.
@@ -30,30 +47,53 @@ _TAKE_HEAD = (update(audit_head).where(audit_head.c.id == 1).values(seq=audit_he
               .returning(audit_head.c.seq, audit_head.c.hash))
 _INSERT = audit_entries.insert()
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("new_hash"))
-# PostgreSQL: the insert and the head's move in one statement (one round trip fewer).
-_INSERTED = (audit_entries.insert()
-             .values({c.name: bindparam("e_" + c.name, type_=c.type)
-                      for c in audit_entries.columns})
-             .returning(audit_entries.c.hash).cte("inserted"))
-_INSERT_AND_MOVE_HEAD = (update(audit_head).where(audit_head.c.id == 1)
-                         .values(hash=select(_INSERTED.c.hash).scalar_subquery())
-                         .add_cte(_INSERTED))
 
 
-def append(conn: Connection, now: int, event: str, *, client_id=None, subject=None,
-           consent_id=None, items=(), route=None, outcome="ok") -> int:
+def append(conn: Connection, now: int, event: str, **fields) -> int:
     """Append one entry inside the caller's transaction; answer its sequence number."""
+    entry = new_entry(now, event, **fields)
     head = conn.execute(_TAKE_HEAD).one()
-    entry = {"seq": head.seq, "at": rfc3339(now), "event": event, "client_id": client_id,
-             "subject": subject, "consent_id": consent_id, "items": sorted(items),
-             "route": route, "outcome": outcome, "prev_hash": head.hash}
-    entry["hash"] = hashlib.sha256(canonical(entry)).hexdigest()
-    if conn.dialect.name == "postgresql":
-        conn.execute(_INSERT_AND_MOVE_HEAD, {"e_" + k: v for k, v in entry.items()})
-    else:
-        conn.execute(_INSERT, entry)
-        conn.execute(_MOVE_HEAD, {"new_hash": entry["hash"]})
+    entry.update(seq=head.seq, prev_hash=head.hash,
+                 hash=link(head.hash, head.seq, body_of(entry)))
+    conn.execute(_INSERT, entry)
+    conn.execute(_MOVE_HEAD, {"new_hash": entry["hash"]})
     return head.seq
+
+
+# PostgreSQL, one statement, run in autocommit: re-check the consent and its token (the token
+# row shared-locked, so a concurrent revocation waits), move the head, insert the entry.
+# Nothing happens unless the consent is still live. SET expressions read the old row, so
+# ``hash`` here is the predecessor's.
+RELEASE_SQL = text("""
+WITH live AS (
+    UPDATE consents SET status = status
+    WHERE consent_id = :consent_id AND status = 'approved' AND expires_at > :now
+      AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL FOR SHARE)
+    RETURNING consent_id
+), head AS (
+    UPDATE audit_head
+    SET seq = seq + 1,
+        hash = encode(sha256(convert_to(hash || ':' || (seq + 1)::text || ':' || :body,
+                                        'UTF8')), 'hex'),
+        prev_hash = hash
+    WHERE id = 1 AND EXISTS (SELECT 1 FROM live)
+    RETURNING seq, prev_hash, hash
+)
+INSERT INTO audit_entries (seq, at, event, client_id, subject, consent_id, items, route,
+                           outcome, prev_hash, hash)
+SELECT seq, :at, :event, :client_id, :subject, :consent_id, CAST(:items AS JSON), :route,
+       :outcome, prev_hash, hash FROM head
+RETURNING seq
+""")
+
+
+def release_sql(conn: Connection, now: int, jti: str, **fields) -> int | None:
+    """PostgreSQL: the release's whole write in one round trip; None when the consent or the
+    token is no longer live (nothing was written)."""
+    entry = new_entry(now, "data.released", **fields)
+    params = dict(entry, items=json.dumps(entry["items"]), body=body_of(entry), now=now,
+                  jti=jti)
+    return conn.execute(RELEASE_SQL, params).scalar()
 
 
 class BrokenChain(Exception):
@@ -71,7 +111,7 @@ def verify(conn: Connection) -> int:
             raise BrokenChain(expected_seq, "missing or reordered")
         if entry["prev_hash"] != prev:
             raise BrokenChain(entry["seq"], "does not chain to the entry before it")
-        if hashlib.sha256(canonical(entry)).hexdigest() != entry["hash"]:
+        if link(prev, entry["seq"], body_of(entry)) != entry["hash"]:
             raise BrokenChain(entry["seq"], "content does not match its hash")
         prev, expected_seq = entry["hash"], expected_seq + 1
     head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).one()

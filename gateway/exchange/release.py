@@ -101,14 +101,19 @@ def release(gw, claims: dict, requested: list[str] | None, route: str = "api") -
     except ExchangeError as exc:
         raise ReleaseError("source_unavailable", str(exc)) from exc
     now = gw.clock.now()
+    audit = dict(client_id=grant["client_id"], subject=claims["sub"],
+                 consent_id=grant["consent_id"], items=list(values), route=route)
+    if grant["access"] == "ongoing" and gw.db.dialect.name == "postgresql":
+        with gw.reads.connect() as conn:  # autocommit: the one statement is its transaction
+            if chain.release_sql(conn, now, claims["jti"], **audit) is None:
+                raise ReleaseError("invalid_token", "the consent was revoked or has expired")
+        return {"consent_id": grant["consent_id"], "subject": claims["sub"], "items": values}
     with gw.transaction() as conn:
         still = conn.execute(_STILL_LIVE, {"cid": grant["consent_id"], "now": now,
                                            "jti": claims["jti"]}).rowcount
         if still != 1:
             raise ReleaseError("invalid_token", "the consent was revoked or has expired")
-        chain.append(conn, now, "data.released", client_id=grant["client_id"],
-                     subject=claims["sub"], consent_id=grant["consent_id"],
-                     items=list(values), route=route)
+        chain.append(conn, now, "data.released", **audit)
         if grant["access"] == "once":
             ledger.transition(conn, now, {**grant, "status": Status.APPROVED.value}, "expired",
                               subject=claims["sub"], route=route)

@@ -108,6 +108,7 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("prev_hash", String(64)),    # the predecessor of ``hash`` (kept by release_sql)
 )
 
 GENESIS_HASH = "0" * 64
