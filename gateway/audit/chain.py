@@ -42,16 +42,53 @@ def new_entry(now: int, event: str, *, client_id=None, subject=None, consent_id=
             "outcome": outcome}
 
 
-# Built once: the append runs on every data release.
+# SQLite: the head taken, the entry inserted, the head moved (three statements, one lock).
 _TAKE_HEAD = (update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq + 1)
               .returning(audit_head.c.seq, audit_head.c.hash))
 _INSERT = audit_entries.insert()
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("new_hash"))
 
 
+# PostgreSQL computes the same link with sha256(), so the head's move and the entry's insert
+# are one statement. SET expressions read the old row: ``hash`` there is the predecessor's.
+_HEAD_AND_INSERT = """
+head AS (
+    UPDATE audit_head
+    SET seq = seq + 1,
+        hash = encode(sha256(convert_to(hash || ':' || (seq + 1)::text || ':' || :body,
+                                        'UTF8')), 'hex'),
+        prev_hash = hash
+    WHERE id = 1 {condition}
+    RETURNING seq, prev_hash, hash
+)
+INSERT INTO audit_entries (seq, at, event, client_id, subject, consent_id, items, route,
+                           outcome, prev_hash, hash)
+SELECT seq, :at, :event, :client_id, :subject, :consent_id, CAST(:items AS JSON), :route,
+       :outcome, prev_hash, hash FROM head
+RETURNING seq
+"""
+APPEND_SQL = text("WITH " + _HEAD_AND_INSERT.format(condition=""))
+# A data release in one statement, run in autocommit: re-check the consent and its token (the
+# token row shared-locked, so a concurrent revocation waits), then move the head and insert
+# the entry. Nothing is written unless the consent is still live.
+RELEASE_SQL = text("""
+WITH live AS (
+    UPDATE consents SET status = status
+    WHERE consent_id = :consent_id AND status = 'approved' AND expires_at > :now
+      AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL FOR SHARE)
+    RETURNING consent_id
+), """ + _HEAD_AND_INSERT.format(condition="AND EXISTS (SELECT 1 FROM live)"))
+
+
+def _sql_params(entry: dict, **extra) -> dict:
+    return dict(entry, items=json.dumps(entry["items"]), body=body_of(entry), **extra)
+
+
 def append(conn: Connection, now: int, event: str, **fields) -> int:
     """Append one entry inside the caller's transaction; answer its sequence number."""
     entry = new_entry(now, event, **fields)
+    if conn.dialect.name == "postgresql":
+        return conn.execute(APPEND_SQL, _sql_params(entry)).scalar_one()
     head = conn.execute(_TAKE_HEAD).one()
     entry.update(seq=head.seq, prev_hash=head.hash,
                  hash=link(head.hash, head.seq, body_of(entry)))
@@ -60,40 +97,11 @@ def append(conn: Connection, now: int, event: str, **fields) -> int:
     return head.seq
 
 
-# PostgreSQL, one statement, run in autocommit: re-check the consent and its token (the token
-# row shared-locked, so a concurrent revocation waits), move the head, insert the entry.
-# Nothing happens unless the consent is still live. SET expressions read the old row, so
-# ``hash`` here is the predecessor's.
-RELEASE_SQL = text("""
-WITH live AS (
-    UPDATE consents SET status = status
-    WHERE consent_id = :consent_id AND status = 'approved' AND expires_at > :now
-      AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL FOR SHARE)
-    RETURNING consent_id
-), head AS (
-    UPDATE audit_head
-    SET seq = seq + 1,
-        hash = encode(sha256(convert_to(hash || ':' || (seq + 1)::text || ':' || :body,
-                                        'UTF8')), 'hex'),
-        prev_hash = hash
-    WHERE id = 1 AND EXISTS (SELECT 1 FROM live)
-    RETURNING seq, prev_hash, hash
-)
-INSERT INTO audit_entries (seq, at, event, client_id, subject, consent_id, items, route,
-                           outcome, prev_hash, hash)
-SELECT seq, :at, :event, :client_id, :subject, :consent_id, CAST(:items AS JSON), :route,
-       :outcome, prev_hash, hash FROM head
-RETURNING seq
-""")
-
-
 def release_sql(conn: Connection, now: int, jti: str, **fields) -> int | None:
     """PostgreSQL: the release's whole write in one round trip; None when the consent or the
     token is no longer live (nothing was written)."""
     entry = new_entry(now, "data.released", **fields)
-    params = dict(entry, items=json.dumps(entry["items"]), body=body_of(entry), now=now,
-                  jti=jti)
-    return conn.execute(RELEASE_SQL, params).scalar()
+    return conn.execute(RELEASE_SQL, _sql_params(entry, now=now, jti=jti)).scalar()
 
 
 class BrokenChain(Exception):
