@@ -14,10 +14,6 @@ def catalogue() -> dict[str, dict]:
     return yaml.safe_load(CATALOGUE_FILE.read_text(encoding="utf-8"))["items"]
 
 
-def known_item(item_id: str) -> bool:
-    return item_id in catalogue()
-
-
 def label(item_id: str, lang: str) -> str:
     entry = catalogue().get(item_id, {})
     return entry.get("label", {}).get(lang) or entry.get("label", {}).get("en") or item_id

@@ -49,6 +49,3 @@ def display(canonical: str) -> str:
     return f"{canonical[:-1]}({canonical[-1]})"
 
 
-def masked(canonical: str) -> str:
-    return f"{canonical[:2]}****({canonical[-1]})" if canonical[1].isdigit() else \
-        f"{canonical[:3]}****({canonical[-1]})"

@@ -82,13 +82,3 @@ def live_status(consent: dict, now: int) -> str:
             and consent["expires_at"] <= now:
         return Status.EXPIRED.value
     return consent["status"]
-
-
-def for_subject(conn: Connection, subject_id: str) -> list[dict]:
-    rows = conn.execute(select(consents).where(consents.c.subject_id == subject_id)
-                        .order_by(consents.c.created_at.desc()))
-    return [dict(r) for r in rows.mappings()]
-
-
-__all__ = ["create_requested", "get", "transition", "live_status", "for_subject",
-           "ConsentNotFound", "TransitionRefused", "Status"]

@@ -27,14 +27,6 @@ class RedisStore:
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    def claim_once(self, kind: str, ident: str, ttl_seconds: int) -> bool:
-        """Remember ``ident`` until it could no longer be used; False when already seen."""
-        try:
-            return bool(self.client.set(self.key("seen", kind, ident), b"1",
-                                        nx=True, ex=max(1, int(ttl_seconds))))
-        except redis_lib.RedisError as exc:
-            raise RedisUnavailable("redis did not answer") from exc
-
     def claim_once_and_hit(self, kind: str, ident: str, ttl_seconds: int, rate_kind: str,
                            rate_ident: str, limit: int, window: int) -> tuple[bool, int]:
         """``claim_once`` and ``hit`` in one round trip: (fresh, seconds to wait or 0)."""
@@ -72,7 +64,3 @@ class RedisStore:
         except redis_lib.RedisError:
             return False
 
-    def delete_prefix(self) -> None:
-        """Remove every key of this prefix (tests clean up after themselves with this)."""
-        for k in self.client.scan_iter(match=self.prefix + "*", count=500):
-            self.client.delete(k)

@@ -41,11 +41,6 @@ def unverified_header(token: str) -> dict:
     return b64url_json(parts[0])
 
 
-def unverified_claims(token: str) -> dict:
-    unverified_header(token)
-    return b64url_json(token.split(".")[1])
-
-
 def check_header(header: dict, algs: list[str], typ: str | None) -> None:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algs:
