@@ -29,7 +29,8 @@ class RedisStore:
 
     def claim_once_and_hit(self, kind: str, ident: str, ttl_seconds: int, rate_kind: str,
                            rate_ident: str, limit: int, window: int) -> tuple[bool, int]:
-        """``claim_once`` and ``hit`` in one round trip: (fresh, seconds to wait or 0)."""
+        """Remember ``ident`` until it could no longer be used (a replay guard) and count one
+        request against a rate limit, in one round trip: (fresh, seconds to wait or 0)."""
         rate_key = self.key("rate", rate_kind, rate_ident)
         try:
             pipe = self.client.pipeline(transaction=False)
