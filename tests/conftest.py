@@ -54,8 +54,9 @@ def redis_prefix():
     prefix = f"cdeg-test-{uuid.uuid4().hex[:12]}:"
     yield prefix
     client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=prefix + "*", count=500):
-        client.delete(key)
+    for pattern in (prefix + "*", f"rq:*{prefix}*"):  # ours, and RQ's registries of our queue
+        for key in client.scan_iter(match=pattern, count=500):
+            client.delete(key)
 
 
 def make_config(tmp_path, backend: str, request, **overrides) -> Config:
