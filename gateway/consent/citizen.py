@@ -9,6 +9,7 @@ from gateway.clock import rfc3339
 from gateway.exchange.router import ExchangeError
 from gateway.store.db import consents, requesters
 from schemas.catalogue import label
+from schemas.duration import seconds
 
 from . import ledger
 from .lifecycle import ConsentNotFound, Status
@@ -37,7 +38,6 @@ def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
             for i in consent["data_items"]]
     until = None
     if consent["duration"]:
-        from schemas.duration import seconds
         until = rfc3339(gw.clock.now() + seconds(consent["duration"]))[:10]
     return {"consent": consent, "items": rows, "until": until,
             "requester_name": requester_name(requester, lang),
