@@ -19,10 +19,11 @@ from gateway.consent.lifecycle import ConsentError, ConsentNotFound
 from gateway.exchange.release import ReleaseError
 from gateway.oauth.errors import OAuthError
 from gateway.requester import UnknownRequester
+from gateway.store.db import is_contention
 from gateway.store.redis import RedisUnavailable
 from gateway.throttle import Throttled
 from gateway.tokens.errors import TokenError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from redis.exceptions import RedisError
 
 log = logging.getLogger("cdeg")
@@ -161,8 +162,14 @@ def init_app(app: Flask) -> None:
         return _generic(503, "unavailable", "a backing service did not answer; try again shortly",
                         headers={"Retry-After": "5"})
 
-    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
     def _db_down(exc):
+        if is_contention(exc):  # lost a race even after retries: busy, not down
+            log.warning("database contention outlasted the retries: %s", type(exc.orig).__name__)
+            return _generic(503, "contention", "a concurrent change to the same record won; "
+                            "try again", headers={"Retry-After": "1"})
+        if not isinstance(exc, OperationalError):
+            return _unexpected(exc)
         log.warning("database unavailable: %s", type(exc).__name__)
         return _generic(503, "unavailable", "the database did not answer; try again shortly",
                         headers={"Retry-After": "5"})

@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import random
 import secrets
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
 
 from gateway import requester as requesters
 from gateway.clock import Clock
@@ -95,6 +99,24 @@ class Gateway:
                 raise
             else:
                 conn.commit()
+
+    def in_transaction(self, work, *, attempts: int = 4, engine=None):
+        """``work(conn)`` in one write transaction, run again (at most ``attempts`` times, with
+        a short random pause) when it lost a race to a concurrent transaction — a deadlock or a
+        serialization failure on PostgreSQL, after which nothing of it was written. With
+        ``engine=self.reads`` each statement of ``work`` commits on its own (autocommit)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                if engine is not None:
+                    with engine.connect() as conn:
+                        return work(conn)
+                with self.transaction() as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                if not db.is_contention(exc) or attempt == attempts:
+                    raise
+                time.sleep(random.uniform(0.001, 0.005) * attempt)
+        raise AssertionError("unreachable")
 
     def requester(self, conn, client_id: str) -> dict:
         return requesters.get(conn, client_id)

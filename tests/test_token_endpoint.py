@@ -96,6 +96,34 @@ def test_refresh_token_rotates_and_the_old_one_dies(flow):
     assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
 
 
+def test_replayed_refresh_token_revokes_the_whole_family(flow):
+    """RFC 9700 4.14.2: a rotated refresh token coming back means a copy was stolen; the
+    current refresh token and every access token of the grant die with it."""
+    tokens = flow.tokens()
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    current = flow.requester.post("/oauth/token", data={**form, **flow.auth()}).get_json()
+    replay = flow.requester.post("/oauth/token", data={**form, **flow.auth()})
+    assert replay.status_code == 400 and replay.get_json()["error"] == "invalid_grant"
+    after = flow.requester.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": current["refresh_token"], **flow.auth()})
+    assert after.status_code == 400 and after.get_json()["error"] == "invalid_grant"
+    assert flow.data(current["access_token"]).status_code == 401
+    assert flow.data(tokens["access_token"]).status_code == 401
+    active = flow.requester.post("/oauth/introspect", data={
+        "token": current["refresh_token"], **flow.auth()}).get_json()
+    assert active == {"active": False}
+
+
+def test_refresh_token_after_its_consent_ended_revokes_nothing_more(flow):
+    tokens = flow.tokens()
+    flow.revoke_as_citizen(tokens["consent_id"])
+    before = ledger_snapshot(flow.gw)
+    resp = flow.requester.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], **flow.auth()})
+    assert resp.status_code == 400 and "ended" in resp.get_json()["error_description"]
+    assert ledger_snapshot(flow.gw) == before
+
+
 def test_once_consent_gets_no_refresh_token_and_ends_at_first_read(flow):
     tokens = flow.tokens(ONCE_DETAIL)
     assert "refresh_token" not in tokens

@@ -69,13 +69,15 @@ RETURNING seq
 """
 APPEND_SQL = text("WITH " + _HEAD_AND_INSERT.format(condition=""))
 # A data release in one statement, run in autocommit: re-check the consent and its token (the
-# token row shared-locked, so a concurrent revocation waits), then move the head and insert
-# the entry. Nothing is written unless the consent is still live.
+# token row locked before the consent row, the ledger's lock order, so a concurrent revocation
+# waits or is seen), then move the head and insert the entry. Nothing is written unless the
+# consent is still live.
 RELEASE_SQL = text("""
 WITH live AS (
     UPDATE consents SET status = status
     WHERE consent_id = :consent_id AND status = 'approved' AND expires_at > :now
-      AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL FOR SHARE)
+      AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL
+                  FOR NO KEY UPDATE)
     RETURNING consent_id
 ), """ + _HEAD_AND_INSERT.format(condition="AND EXISTS (SELECT 1 FROM live)"))
 

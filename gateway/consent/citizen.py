@@ -71,14 +71,13 @@ def overview(gw, subject_id: str, lang: str) -> list[dict]:
 
 def revoke(gw, subject_id: str, consent_id: str) -> None:
     """The citizen revokes one of their own consents; another's is as if it did not exist."""
-    with gw.transaction() as conn:
+    def work(conn):
         consent = ledger.get(conn, consent_id)
         if consent["subject_id"] != subject_id:
             raise ConsentNotFound(consent_id)
-        if ledger.live_status(consent, gw.clock.now()) == Status.EXPIRED.value \
-                and consent["status"] == Status.APPROVED.value:
-            ledger.transition(conn, gw.clock.now(), consent, "expired",
-                              subject=ledger.subject_of(gw, consent))
-            return
-        ledger.transition(conn, gw.clock.now(), consent, "revoked",
-                          subject=ledger.subject_of(gw, consent))
+        now = gw.clock.now()
+        ending = "expired" if ledger.live_status(consent, now) == Status.EXPIRED.value \
+            and consent["status"] == Status.APPROVED.value else "revoked"
+        ledger.transition(conn, now, consent, ending, subject=ledger.subject_of(gw, consent))
+
+    gw.in_transaction(work)  # a revocation that met a concurrent change is run again

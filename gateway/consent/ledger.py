@@ -1,6 +1,18 @@
 """The consent ledger: every change is a lifecycle transition written with its audit entry in
 one transaction, guarded by the status it expects (``UPDATE ... WHERE status = :from``), so two
-racing changes cannot both win."""
+racing changes cannot both win.
+
+Lock order. Every transaction that touches a consent takes its row locks in one order, so two
+of them can wait for each other but never deadlock:
+
+    authorization code / pushed request  →  token rows (by token_id)  →  consent row  →  audit head
+
+A release locks its token row and then the consent; a revocation locks all the consent's token
+rows and then the consent; a code exchange or a refresh locks its code or refresh token and then
+the consent. On PostgreSQL a row lock waited for is re-read once it is free (READ COMMITTED), so
+whichever commits second sees the first: a release that waited for a revocation finds the token
+revoked and releases nothing.
+"""
 from __future__ import annotations
 
 import re
@@ -34,10 +46,15 @@ def create_requested(conn: Connection, now: int, *, client_id: str, detail: dict
 CONSENT_ID = re.compile(r"cns_[A-Za-z0-9_-]{24}")
 
 
-def get(conn: Connection, consent_id: str) -> dict:
+def get(conn: Connection, consent_id: str, *, share_lock: bool = False) -> dict:
+    """The consent row; with ``share_lock`` it is read as committed now and held against a
+    concurrent transition until this transaction ends (PostgreSQL ``FOR SHARE``)."""
     if not isinstance(consent_id, str) or not CONSENT_ID.fullmatch(consent_id):
         raise ConsentNotFound("no such consent")
-    row = conn.execute(select(consents).where(consents.c.consent_id == consent_id)).mappings().first()
+    query = select(consents).where(consents.c.consent_id == consent_id)
+    if share_lock:
+        query = query.with_for_update(read=True)
+    row = conn.execute(query).mappings().first()
     if row is None:
         raise ConsentNotFound(consent_id)
     return dict(row)
@@ -50,21 +67,31 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
     changes = dict(values or {}, status=target.value)
     if target in (Status.APPROVED, Status.DECLINED):
         changes.setdefault("decided_at", now)
-    if target in (Status.REVOKED, Status.EXPIRED):
+    ending = target in (Status.REVOKED, Status.EXPIRED)
+    if ending:
         changes["ended_at"] = now
+        _end_tokens(conn, consent["consent_id"], now)  # token rows before the consent row
     done = conn.execute(update(consents)
                         .where(consents.c.consent_id == consent["consent_id"],
                                consents.c.status == consent["status"])
                         .values(**changes)).rowcount
     if done != 1:
         raise TransitionRefused(f"consent changed meanwhile; it is no longer {consent['status']}")
-    if target in (Status.REVOKED, Status.EXPIRED):
-        conn.execute(update(tokens).where(tokens.c.consent_id == consent["consent_id"],
-                                          tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    if ending:  # and any token a code exchange or a refresh committed while we waited
+        _end_tokens(conn, consent["consent_id"], now)
     chain.append(conn, now, f"consent.{target.value}", client_id=consent["client_id"],
                  subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
                  route=route)
     return {**consent, **changes}
+
+
+def _end_tokens(conn: Connection, consent_id: str, now: int) -> None:
+    """Revoke the consent's live tokens, locking their rows in token_id order."""
+    live = (select(tokens.c.token_id)
+            .where(tokens.c.consent_id == consent_id, tokens.c.revoked_at.is_(None))
+            .order_by(tokens.c.token_id).with_for_update())
+    conn.execute(update(tokens).where(tokens.c.token_id.in_(live))
+                 .values(revoked_at=now))
 
 
 def subject_of(gw, consent: dict) -> str | None:

@@ -58,12 +58,12 @@ _STILL_LIVE = (update(consents)
                .where(consents.c.consent_id == bindparam("cid"),
                       consents.c.status == Status.APPROVED.value,
                       consents.c.expires_at > bindparam("now"),
-                      # FOR SHARE: a concurrent token revocation waits for this release
-                      # (or this release sees it), as a consent revocation does
+                      # the token row locked first (the ledger's lock order): a concurrent
+                      # revocation waits for this release, or this release sees it
                       select(tokens.c.token_id)
                       .where(tokens.c.token_id == bindparam("jti"),
                              tokens.c.revoked_at.is_(None))
-                      .with_for_update(read=True).exists())
+                      .with_for_update(key_share=True).exists())
                .values(status=Status.APPROVED.value))
 
 
@@ -104,11 +104,14 @@ def release(gw, claims: dict, requested: list[str] | None, route: str = "api") -
     audit = dict(client_id=grant["client_id"], subject=claims["sub"],
                  consent_id=grant["consent_id"], items=list(values), route=route)
     if grant["access"] == "ongoing" and gw.db.dialect.name == "postgresql":
-        with gw.reads.connect() as conn:  # autocommit: the one statement is its transaction
-            if chain.release_sql(conn, now, claims["jti"], **audit) is None:
-                raise ReleaseError("invalid_token", "the consent was revoked or has expired")
+        # autocommit: the one statement is its own transaction
+        recorded = gw.in_transaction(
+            lambda conn: chain.release_sql(conn, now, claims["jti"], **audit), engine=gw.reads)
+        if recorded is None:
+            raise ReleaseError("invalid_token", "the consent was revoked or has expired")
         return {"consent_id": grant["consent_id"], "subject": claims["sub"], "items": values}
-    with gw.transaction() as conn:
+
+    def record(conn):
         still = conn.execute(_STILL_LIVE, {"cid": grant["consent_id"], "now": now,
                                            "jti": claims["jti"]}).rowcount
         if still != 1:
@@ -117,4 +120,6 @@ def release(gw, claims: dict, requested: list[str] | None, route: str = "api") -
         if grant["access"] == "once":
             ledger.transition(conn, now, {**grant, "status": Status.APPROVED.value}, "expired",
                               subject=claims["sub"], route=route)
+
+    gw.in_transaction(record)
     return {"consent_id": grant["consent_id"], "subject": claims["sub"], "items": values}

@@ -2,7 +2,8 @@
 
 The assertion: signed ES256, PS256 or EdDSA by a key in the client's registered JWKS;
 ``iss`` = ``sub`` = ``client_id``; ``aud`` the issuer (or the token endpoint, or the URL of
-the endpoint being called, as RFC 9126 section 2 allows for PAR); ``exp`` in the
+the endpoint being called, as RFC 9126 section 2 allows for PAR), alone: an array naming
+another audience beside it is refused, as the assertion could be replayed there; ``exp`` in the
 future but at most 5 minutes ahead; ``iat`` not more than 60 s ahead; ``jti`` never seen before
 (remembered in Redis until the assertion could no longer be used).
 """
@@ -51,6 +52,11 @@ def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
                              header=header, required=("exp", "jti", "sub"))
     except TokenError as exc:
         raise InvalidClient(f"client_assertion refused: {exc}") from exc
+    audience = claims.get("aud")
+    if isinstance(audience, list) and len(audience) == 1:
+        audience = audience[0]
+    if not isinstance(audience, str):  # one audience, this gateway's, not one among others
+        raise InvalidClient("client_assertion aud must name this gateway alone")
     if claims.get("sub") != client_id:
         raise InvalidClient("client_assertion sub must equal client_id")
     if claims["exp"] > now + MAX_AHEAD + 5:

@@ -168,8 +168,10 @@ def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | N
     return body
 
 
-def _usable_consent(gw, conn, consent_id: str, client_id: str) -> dict:
-    consent = ledger.get(conn, consent_id)
+def _usable_consent(gw, conn, consent_id: str, client_id: str, *, lock: bool = False) -> dict:
+    """The live consent behind a grant; ``lock`` when tokens are about to be issued for it, so
+    a concurrent revocation either waits for them (and revokes them) or is seen here."""
+    consent = ledger.get(conn, consent_id, share_lock=lock)
     if consent["client_id"] != client_id:
         raise InvalidGrant("grant was issued to another client")
     if ledger.live_status(consent, gw.clock.now()) != Status.APPROVED.value:
@@ -213,7 +215,7 @@ def exchange_code(gw, conn, requester: dict, form: dict) -> dict:
         if redirect_uri != row["redirect_uri"]:
             raise InvalidGrant("redirect_uri does not match the authorization request")
         pkce.check_verifier(form.get("code_verifier"), row["code_challenge"])
-        consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"])
+        consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"], lock=True)
     except InvalidGrant as exc:
         exc.commit_anyway = True
         raise
@@ -230,13 +232,33 @@ def refresh(gw, conn, requester: dict, form: dict) -> dict:
                                             tokens.c.kind == "refresh")).mappings().first()
     if row is None or row["client_id"] != requester["client_id"]:
         raise InvalidGrant("refresh_token unknown")
+    if row["expires_at"] <= now:
+        raise InvalidGrant("refresh_token expired")
     spent = conn.execute(update(tokens).where(tokens.c.token_id == token_id,
                                               tokens.c.revoked_at.is_(None))
                          .values(revoked_at=now)).rowcount
-    if spent != 1 or row["expires_at"] <= now:
-        raise InvalidGrant("refresh_token revoked, used or expired")
-    consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"])
+    if spent != 1:
+        _refresh_replayed(gw, conn, requester, row, now)
+    consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"], lock=True)
     return _token_response(gw, conn, requester, consent, row["code_hash"])
+
+
+def _refresh_replayed(gw, conn, requester: dict, row: dict, now: int):
+    """A refresh token that was already rotated or revoked came back. If its consent is still
+    live, someone holds a stolen copy: RFC 9700 section 4.14.2 — revoke the whole family (every
+    token descended from the same authorization code), and keep that even though the request
+    fails."""
+    consent = ledger.get(conn, row["consent_id"])
+    if ledger.live_status(consent, now) != Status.APPROVED.value:
+        raise InvalidGrant("refresh_token revoked: the consent behind it has ended")
+    conn.execute(update(tokens).where(tokens.c.code_hash == row["code_hash"],
+                                      tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
+                 subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
+                 items=consent["data_items"], route="oauth", outcome="refresh_token_reused")
+    replayed = InvalidGrant("refresh_token was already used; every token of this grant is revoked")
+    replayed.commit_anyway = True
+    raise replayed
 
 
 # -- revocation and introspection -----------------------------------------------------------

@@ -113,6 +113,16 @@ audit_head = Table(
 
 GENESIS_HASH = "0" * 64
 
+# PostgreSQL's SQLSTATEs for a transaction that lost to a concurrent one: it did nothing and
+# may simply be run again (deadlock_detected, serialization_failure).
+CONTENTION_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_contention(exc: BaseException) -> bool:
+    """True when ``exc`` is a transaction that lost a race (not a database that is down)."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in CONTENTION_SQLSTATES
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):

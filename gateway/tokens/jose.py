@@ -25,7 +25,7 @@ def b64url_json(segment: str) -> dict:
     try:
         padded = segment + "=" * (-len(segment) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeError) as exc:
+    except (ValueError, UnicodeError, RecursionError) as exc:  # RecursionError: deep nesting
         raise TokenError("malformed token") from exc
     if not isinstance(value, dict):
         raise TokenError("malformed token")
@@ -79,7 +79,8 @@ def verify(token: str, key: jwk.JWK, *, algs: list[str], now: int, issuer: str |
         raise TokenError(str(exc)) from exc
     except jwt.JWTInvalidClaimValue as exc:
         raise TokenError("a claim has the wrong value (iss, aud or sub)") from exc
-    except (JWException, ValueError, TypeError, KeyError) as exc:
+    except (JWException, ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+        # OverflowError: a number such as 1e400 in a time claim; RecursionError: deep nesting
         raise TokenError("token signature or claims invalid") from exc
     if not isinstance(claims, dict):
         raise TokenError("claims must be a JSON object")

@@ -1,0 +1,133 @@
+"""Malformed JOSE from anyone, before any key or signature: always a 401/400 in the endpoint's
+error shape, never a 500 — deeply nested JSON in a header or payload, numbers too large for
+an integer, and an audience array that names someone else beside the gateway."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from jwcrypto import jws
+
+from gateway.demo.agent import ASSERTION_TYPE
+
+from .flow import ledger_snapshot
+
+NESTED = "[" * 2000 + "]" * 2000
+
+
+def _b64(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _header(kid: str, typ: str = "JWT") -> str:
+    return json.dumps({"alg": "ES256", "kid": kid, "typ": typ})
+
+
+def _sign_raw(key, header: str, payload: str) -> str:
+    """Sign payload text exactly as given (json.dumps cannot write 1e400)."""
+    token = jws.JWS(payload.encode())
+    token.add_signature(key, alg="ES256", protected=header)
+    return token.serialize(compact=True)
+
+
+def _assertion_claims(flow, **raw) -> str:
+    now = int(time.time())
+    claims = {"iss": flow.client_id, "sub": flow.client_id, "aud": flow.issuer, "iat": now,
+              "exp": now + 60, "jti": f"j-{time.time_ns()}"}
+    text = json.dumps(claims)
+    for name, literal in raw.items():  # replace a claim's value with raw JSON text
+        text = text.replace(json.dumps(name) + ": " + json.dumps(claims.get(name)),
+                            json.dumps(name) + ": " + literal)
+    return text
+
+
+def _oauth_call(flow, endpoint: str, assertion: str):
+    form = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion,
+            "client_id": flow.client_id}
+    if endpoint == "/oauth/par":
+        form = flow.par_form(client_assertion=assertion)
+    elif endpoint == "/oauth/token":
+        form.update(grant_type="authorization_code", code="x", redirect_uri=flow.redirect_uri,
+                    code_verifier="v" * 43)
+    else:
+        form["token"] = "whatever"
+    return flow.requester.post(endpoint, data=form)
+
+
+OAUTH_ENDPOINTS = ["/oauth/par", "/oauth/token", "/oauth/revoke", "/oauth/introspect"]
+
+
+def _assert_invalid_client(flow, resp, before):
+    assert resp.status_code == 401, resp.get_data(as_text=True)
+    assert resp.get_json()["error"] == "invalid_client"
+    assert ledger_snapshot(flow.gw) == before
+
+
+@pytest.mark.parametrize("endpoint", OAUTH_ENDPOINTS)
+@pytest.mark.parametrize("part", ["header", "payload"])
+def test_deeply_nested_client_assertion_is_invalid_client_not_500(flow, endpoint, part):
+    kid = flow.key.get("kid")
+    header = _b64(NESTED) if part == "header" else _b64(_header(kid))
+    payload = _b64(NESTED) if part == "payload" else _b64(_assertion_claims(flow))
+    before = ledger_snapshot(flow.gw)
+    _assert_invalid_client(flow, _oauth_call(flow, endpoint, f"{header}.{payload}.AAAA"), before)
+
+
+@pytest.mark.parametrize("endpoint", OAUTH_ENDPOINTS)
+def test_deeply_nested_header_inside_the_protected_header_field_is_refused(flow, endpoint):
+    kid = flow.key.get("kid")
+    header = json.dumps({"alg": "ES256", "kid": kid, "x": json.loads("[" * 500 + "]" * 500)})
+    header = header.replace("[" * 500, NESTED[:2000]).replace("]" * 500, NESTED[2000:])
+    token = f"{_b64(header)}.{_b64(_assertion_claims(flow))}.AAAA"
+    before = ledger_snapshot(flow.gw)
+    _assert_invalid_client(flow, _oauth_call(flow, endpoint, token), before)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_huge_number_in_a_validly_signed_client_assertion_is_invalid_client(flow, claim):
+    payload = _assertion_claims(flow, **{claim: "1e400"})
+    if claim == "nbf":
+        payload = payload[:-1] + ', "nbf": 1e400}'
+    assertion = _sign_raw(flow.key, _header(flow.key.get("kid")), payload)
+    before = ledger_snapshot(flow.gw)
+    _assert_invalid_client(flow, _oauth_call(flow, "/oauth/par", assertion), before)
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+def test_deeply_nested_bearer_token_is_401_not_500(flow, part):
+    kid = flow.gw.keyring.signing_key.get("kid")
+    header = _b64(NESTED) if part == "header" else _b64(_header(kid, "at+jwt"))
+    payload = _b64(NESTED) if part == "payload" else _b64("{}")
+    resp = flow.data(f"{header}.{payload}.AAAA")
+    assert resp.status_code == 401, resp.get_data(as_text=True)
+    assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+
+
+def test_bearer_token_signed_by_the_gateway_with_a_huge_exp_is_401(flow):
+    tokens = flow.tokens()
+    claims = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
+    text = json.dumps(claims).replace(json.dumps("exp") + ": " + str(claims["exp"]),
+                                      json.dumps("exp") + ": 1e400")
+    assert "1e400" in text
+    token = _sign_raw(flow.gw.keyring.signing_key, _header(flow.gw.keyring.signing_key.get("kid"),
+                                                           "at+jwt"), text)
+    resp = flow.data(token)
+    assert resp.status_code == 401, resp.get_data(as_text=True)
+
+
+def test_client_assertion_whose_aud_array_names_another_audience_too_is_refused(flow):
+    payload = _assertion_claims(flow, aud=json.dumps([flow.issuer, "https://other.example"]))
+    assertion = _sign_raw(flow.key, _header(flow.key.get("kid")), payload)
+    before = ledger_snapshot(flow.gw)
+    resp = _oauth_call(flow, "/oauth/par", assertion)
+    _assert_invalid_client(flow, resp, before)
+    assert "aud" in resp.get_json()["error_description"]
+
+
+def test_client_assertion_with_the_issuer_as_its_only_audience_in_an_array_is_accepted(flow):
+    payload = _assertion_claims(flow, aud=json.dumps([flow.issuer]))
+    assertion = _sign_raw(flow.key, _header(flow.key.get("kid")), payload)
+    resp = _oauth_call(flow, "/oauth/par", assertion)
+    assert resp.status_code == 201, resp.get_json()

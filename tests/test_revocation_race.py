@@ -1,0 +1,100 @@
+"""Revocation against concurrent readers, on the real PostgreSQL (and the embedded default).
+
+Readers hammer ``GET /api/v1/data`` from several threads while the citizen revokes. The revoke
+must always succeed, and once it has answered no read may succeed; in the audit log no release
+of the consent may follow its revocation. A ``once`` consent read concurrently releases exactly
+once; every other reader gets 401, never 503.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from gateway.store.db import audit_entries
+
+from .flow import ONCE_DETAIL, Flow
+
+READERS = 3
+ROUNDS = 6
+
+
+def _reader(app, token: str, stop: threading.Event, statuses: list, after_revoke: threading.Event,
+            late: list):
+    client = app.test_client()
+    while not stop.is_set():
+        started_after = after_revoke.is_set()
+        resp = client.get("/api/v1/data", headers={"Authorization": f"Bearer {token}"})
+        statuses.append(resp.status_code)
+        if started_after and resp.status_code == 200:
+            late.append(resp.get_json())
+
+
+def _wait_until(condition, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the readers stalled"
+        time.sleep(0.002)
+
+
+def _events_of(gw, consent_id: str) -> list[str]:
+    with gw.db.connect() as conn:
+        return list(conn.execute(select(audit_entries.c.event)
+                                 .where(audit_entries.c.consent_id == consent_id)
+                                 .order_by(audit_entries.c.seq)).scalars())
+
+
+def test_revoke_always_wins_against_concurrent_readers(app):
+    flow = Flow(app)
+    for _ in range(ROUNDS):
+        tokens = flow.tokens()
+        consent_id = tokens["consent_id"]
+        stop, revoked = threading.Event(), threading.Event()
+        statuses: list[int] = []
+        late: list = []
+        threads = [threading.Thread(target=_reader,
+                                    args=(app, tokens["access_token"], stop, statuses, revoked, late))
+                   for _ in range(READERS)]
+        for t in threads:
+            t.start()
+        _wait_until(lambda: statuses.count(200) >= READERS * 2)  # readers well under way
+        resp = flow.revoke_as_citizen(consent_id)
+        revoked.set()
+        # readers keep going for a while after the revocation answered
+        seen = len(statuses)
+        _wait_until(lambda: len(statuses) >= seen + READERS * 3)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert resp.status_code == 303, resp.get_data(as_text=True)
+        assert late == [], "data was released after the revocation answered"
+        assert set(statuses) <= {200, 401}, statuses
+        events = _events_of(flow.gw, consent_id)
+        assert "consent.revoked" in events
+        assert "data.released" not in events[events.index("consent.revoked"):]
+        assert flow.data(tokens["access_token"]).status_code == 401
+
+
+@pytest.mark.parametrize("readers", [4])
+def test_once_consent_read_concurrently_releases_exactly_once(app, readers):
+    flow = Flow(app)
+    for _ in range(3):
+        tokens = flow.tokens(ONCE_DETAIL)
+        barrier = threading.Barrier(readers)
+        statuses: list[int] = []
+
+        def read():
+            client = app.test_client()
+            barrier.wait()
+            statuses.append(client.get("/api/v1/data", headers={
+                "Authorization": f"Bearer {tokens['access_token']}"}).status_code)
+
+        threads = [threading.Thread(target=read) for _ in range(readers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(statuses) == [200] + [401] * (readers - 1), statuses
+        assert _events_of(flow.gw, tokens["consent_id"]).count("data.released") == 1
