@@ -98,3 +98,74 @@ def test_once_consent_read_concurrently_releases_exactly_once(app, readers):
             t.join()
         assert sorted(statuses) == [200] + [401] * (readers - 1), statuses
         assert _events_of(flow.gw, tokens["consent_id"]).count("data.released") == 1
+
+
+class _Lost(Exception):
+    """Stands for psycopg's error of a transaction that lost a race."""
+
+    def __init__(self, sqlstate: str):
+        super().__init__("lost")
+        self.sqlstate = sqlstate
+
+
+def _contention(sqlstate: str = "40P01"):
+    from sqlalchemy.exc import OperationalError
+    return OperationalError("UPDATE ...", {}, _Lost(sqlstate))
+
+
+def test_a_transaction_that_lost_a_race_is_run_again(gw):
+    calls = []
+
+    def work(conn):
+        calls.append(1)
+        if len(calls) < 3:
+            raise _contention("40001" if len(calls) == 1 else "40P01")
+        return "done"
+
+    assert gw.in_transaction(work) == "done" and len(calls) == 3
+
+
+def test_contention_outlasting_the_retries_is_not_called_the_database_being_down(flow, monkeypatch):
+    tokens = flow.tokens()
+    from gateway.consent import ledger
+
+    def always_lose(*args, **kwargs):
+        raise _contention()
+
+    monkeypatch.setattr(ledger, "transition", always_lose)
+    resp = flow.revoke_as_citizen(tokens["consent_id"])
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    assert "did not answer" not in page and "concurrent change" in page
+
+
+def test_a_real_postgresql_deadlock_is_recognised_as_contention(pg_schema):
+    """The retry above keys on PostgreSQL's SQLSTATE; check it with a deadlock made on purpose."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from gateway.store import db
+
+    engine = db.make_engine(pg_schema)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE pair (id int primary key)"))
+        conn.execute(text("INSERT INTO pair VALUES (1), (2)"))
+    both_hold_one = threading.Barrier(2)
+    errors: list = []
+
+    def lock(first: int, second: int):
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("SELECT id FROM pair WHERE id = :i FOR UPDATE"), {"i": first})
+                both_hold_one.wait()
+                conn.execute(text("SELECT id FROM pair WHERE id = :i FOR UPDATE"), {"i": second})
+        except DBAPIError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=lock, args=(1, 2)), threading.Thread(target=lock, args=(2, 1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    assert len(errors) == 1 and db.is_contention(errors[0])
