@@ -108,3 +108,9 @@ class Config:
                 raise ConfigError("CDEG_ISSUER: production needs an https issuer")
             if not self.database_url or not self.redis_url:
                 raise ConfigError("CDEG_DATABASE_URL and CDEG_REDIS_URL: production needs both")
+            if self.database_url.startswith("sqlite"):
+                raise ConfigError("CDEG_DATABASE_URL: production needs PostgreSQL, not SQLite")
+            if not self.departments_url:
+                raise ConfigError("CDEG_DEPARTMENTS_URL: production needs the department "
+                                  "services' base URL; the in-process mock departments answer "
+                                  "in demo mode only")

@@ -47,6 +47,7 @@ def _instance_secret(config: Config) -> bytes:
 
 class Gateway:
     def __init__(self, config: Config, *, clock: Clock | None = None, departments=None):
+        config.validate()  # however it was built: production never starts half-configured
         self.config = config
         self.clock = clock or Clock()
         Path(config.instance_dir).mkdir(parents=True, exist_ok=True)
