@@ -24,6 +24,12 @@ from gateway.tokens.keyring import Keyring
 from connectors.base import DepartmentsClient
 
 
+def private_folder(folder: Path) -> None:
+    """The instance folder (ledger, keys, secret) is readable by the gateway's user alone."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+
+
 def _instance_secret(config: Config) -> bytes:
     """CDEG_SECRET_KEY, or (demo) a secret generated once into the instance folder. Workers
     starting together agree on one: it is written aside and linked into place, and whoever
@@ -50,7 +56,7 @@ class Gateway:
         config.validate()  # however it was built: production never starts half-configured
         self.config = config
         self.clock = clock or Clock()
-        Path(config.instance_dir).mkdir(parents=True, exist_ok=True)
+        private_folder(Path(config.instance_dir))
         secret = _instance_secret(config)
         self.session_secret = hmac.new(secret, b"session", hashlib.sha256).digest()
         self.pairwise_secret = hmac.new(secret, b"pairwise-subject", hashlib.sha256).digest()

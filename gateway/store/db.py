@@ -6,9 +6,11 @@ only item ids (the e-ME store and the departments hold the data).
 """
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import (JSON, BigInteger, Column, ForeignKey, Index, Integer, MetaData, String,
                         Table, create_engine, event, text)
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 metadata = MetaData()
 
@@ -124,8 +126,23 @@ def is_contention(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) in CONTENTION_SQLSTATES
 
 
+def _private_sqlite_file(url: str) -> None:
+    """The ledger holds HKIDs: its file is the gateway user's alone (0600) before SQLite first
+    opens it, and SQLite gives its ``-wal``/``-shm``/``-journal`` files the database file's mode.
+    An instance made before this is tightened too."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if os.path.exists(path + suffix):
+            os.chmod(path + suffix, 0o600)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15},
                                hide_parameters=True)
 
