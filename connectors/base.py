@@ -9,11 +9,18 @@ Connectors call only the configured departments base URL, never a URL taken from
 with a (connect, read) timeout, no redirects, and retries only for idempotent reads. Without a
 configured URL the mock department services answer in this process: the same lookup, with the
 request and the reply passed through JSON as they would be on the wire, minus the socket.
+
+A reply is read streamed and cut off past MAX_REPLY_BYTES, whatever its Content-Length says (or
+does not say: a chunked answer is counted as it arrives), and never drained: a reply the gateway
+will not use is dropped with its connection. Whatever cannot be read or parsed into one JSON
+object (too large, not UTF-8, not JSON, nested past the parser's depth, not an object) is a
+BadReply, which the gateway answers as the source being unavailable (503), never a 500.
 """
 from __future__ import annotations
 
 import abc
 import json
+import time
 from dataclasses import dataclass
 
 import requests
@@ -22,6 +29,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 IN_PROCESS_BASE = "http://departments.in-process"
+MAX_REPLY_BYTES = 256 * 1024   # a department's reply about one citizen is a few hundred bytes
+READ_CHUNK = 16 * 1024
+RETRY_STATUSES = (502, 503, 504)
+STATUS_RETRIES = 2             # further attempts after a 502/503/504, backing off
+STATUS_BACKOFF = 0.1           # seconds, doubled each time; a Retry-After header is not obeyed
 
 
 class ConnectorError(Exception):
@@ -59,9 +71,11 @@ class DepartmentsClient:
         self.timeout = timeout
         if base_url:
             self.base_url = base_url.rstrip("/")
-            retry = Retry(total=2, connect=2, read=1, backoff_factor=0.1,
-                          status_forcelist=(502, 503, 504), allowed_methods=("GET", "POST"),
-                          raise_on_status=False)
+            # Connection failures are retried here; 502/503/504 in lookup(), because urllib3
+            # would read (drain) the whole body of every answer it retries, however large.
+            retry = Retry(total=2, connect=2, read=1, status=0, backoff_factor=0.1,
+                          allowed_methods=("GET", "POST"), raise_on_status=False,
+                          respect_retry_after_header=False)
             adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
             self.session.mount("http://", adapter)
             self.session.mount("https://", adapter)
@@ -77,17 +91,50 @@ class DepartmentsClient:
         """
         if self.in_process is not None:
             status, body = self.in_process.answer(path, json.loads(json.dumps(payload)))
-            wire = json.dumps(body)
-            return self._check(path, status, "application/json", lambda: json.loads(wire))
+            try:
+                wire = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise BadReply(f"{path}: answered a body that is not JSON") from exc
+            return self._check(path, status, "application/json", lambda: wire)
+        resp = self._post(path, payload)
         try:
-            resp = self.session.post(self.base_url + path, json=payload, timeout=self.timeout,
-                                     allow_redirects=False)
-        except requests.RequestException as exc:
-            raise SourceUnavailable(f"{path}: no answer") from exc
-        return self._check(path, resp.status_code, resp.headers.get("Content-Type", ""), resp.json)
+            return self._check(path, resp.status_code, resp.headers.get("Content-Type", ""),
+                               lambda: self._read_capped(path, resp))
+        finally:
+            resp.close()   # an unread rest is dropped with the connection, not drained
+
+    def _post(self, path: str, payload: dict) -> requests.Response:
+        for attempt in range(STATUS_RETRIES + 1):
+            if attempt:
+                time.sleep(STATUS_BACKOFF * 2 ** (attempt - 1))
+            try:
+                resp = self.session.post(self.base_url + path, json=payload, timeout=self.timeout,
+                                         allow_redirects=False, stream=True)
+            except requests.RequestException as exc:
+                raise SourceUnavailable(f"{path}: no answer") from exc
+            if resp.status_code not in RETRY_STATUSES or attempt == STATUS_RETRIES:
+                return resp
+            resp.close()
+        raise AssertionError("unreachable")
 
     @staticmethod
-    def _check(path: str, status: int, content_type: str, read_json) -> dict:
+    def _read_capped(path: str, resp: requests.Response) -> bytes:
+        """The body, or BadReply as soon as it is known to exceed MAX_REPLY_BYTES."""
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
+            raise BadReply(f"{path}: answered more than {MAX_REPLY_BYTES} bytes")
+        body = bytearray()
+        try:
+            for chunk in resp.iter_content(chunk_size=READ_CHUNK):
+                body += chunk
+                if len(body) > MAX_REPLY_BYTES:
+                    raise BadReply(f"{path}: answered more than {MAX_REPLY_BYTES} bytes")
+        except requests.RequestException as exc:
+            raise SourceUnavailable(f"{path}: answer broken off") from exc
+        return bytes(body)
+
+    @staticmethod
+    def _check(path: str, status: int, content_type: str, read_body) -> dict:
         if status == 404:
             raise SubjectNotFound(path)
         if status >= 500:
@@ -96,9 +143,14 @@ class DepartmentsClient:
             raise BadReply(f"{path}: answered {status}")
         if not content_type.startswith("application/json"):
             raise BadReply(f"{path}: answered a non-JSON body")
+        raw = read_body()
+        if len(raw) > MAX_REPLY_BYTES:
+            raise BadReply(f"{path}: answered more than {MAX_REPLY_BYTES} bytes")
         try:
-            body = read_json()
-        except ValueError as exc:
+            body = json.loads(raw.decode("utf-8"))
+        except RecursionError as exc:
+            raise BadReply(f"{path}: answered JSON nested too deep") from exc
+        except ValueError as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise BadReply(f"{path}: answered malformed JSON") from exc
         if not isinstance(body, dict):
             raise BadReply(f"{path}: answered a non-object")
