@@ -8,6 +8,7 @@ next call: what leaves the gateway is always consented ∩ allowed.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -19,6 +20,9 @@ POLICY_DIR = Path(__file__).parent
 ACCESS_KINDS = ("once", "ongoing")
 PURPOSE_KEYS = {"description", "legal_basis", "items", "access", "max_duration", "retention"}
 LEGAL_BASES = ("consent", "legal_obligation", "public_task", "contract")
+# what PAR accepts as a purpose (schemas/authorization.py); ASCII only: str.isalnum() would also
+# take other scripts' letters and digits, a purpose no request could ever name
+PURPOSE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}", re.ASCII)
 
 
 class PolicyError(Exception):
@@ -57,7 +61,7 @@ def validate(doc, *, source: str = "policy") -> dict:
     clean: dict = {"requester": requester, "purposes": {}}
     for pid, spec in purposes.items():
         at = f"purposes.{pid}"
-        if not isinstance(pid, str) or not pid.replace("-", "").isalnum() or pid != pid.lower():
+        if not isinstance(pid, str) or not PURPOSE_ID.fullmatch(pid):
             fail(at, "a purpose id is lower-case letters, digits and dashes")
         if not isinstance(spec, dict):
             fail(at, "must be a mapping")

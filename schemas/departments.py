@@ -11,7 +11,10 @@ DISTRICTS = (
 )
 REGIONS = ("HK", "KLN", "NT")
 TEXT = validate.Length(max=200)
-NO_CONTROL = validate.Regexp(r"^[^\r\n<>\x00-\x1f]*$", error="control characters or markup")
+# marshmallow's Regexp uses re.match: each pattern ends in \Z (``$`` would let a trailing newline
+# through) and names ASCII digits as [0-9] (``\d`` would take any script's digits).
+NO_CONTROL = validate.Regexp(r"[^\r\n<>\x00-\x1f]*\Z", error="control characters or markup")
+ISO_DATE = validate.Regexp(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z", error="not a date (YYYY-MM-DD)")
 
 
 class _Reply(Schema):
@@ -24,7 +27,7 @@ class _Reply(Schema):
 class IdentityReply(_Reply):
     name_en = fields.String(required=True, validate=[TEXT, NO_CONTROL])
     name_zh = fields.String(required=True, validate=[TEXT, NO_CONTROL])
-    date_of_birth = fields.String(required=True, validate=validate.Regexp(r"^\d{4}-\d{2}-\d{2}$"))
+    date_of_birth = fields.String(required=True, validate=ISO_DATE)
     sex = fields.String(required=True, validate=validate.OneOf(["M", "F", "X"]))
 
 
@@ -50,6 +53,6 @@ class ProfileReply(_Reply):
 
 class AddressProofReply(_Reply):
     issuer = fields.String(required=True, validate=validate.OneOf(["WSD", "CLP", "HK Electric", "Towngas"]))
-    account_reference = fields.String(required=True, validate=validate.Regexp(r"^\*+[0-9A-Za-z]{1,6}$"))
-    bill_date = fields.String(required=True, validate=validate.Regexp(r"^\d{4}-\d{2}-\d{2}$"))
+    account_reference = fields.String(required=True, validate=validate.Regexp(r"\*+[0-9A-Za-z]{1,6}\Z"))
+    bill_date = fields.String(required=True, validate=ISO_DATE)
     verified = fields.Boolean(required=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-_HKID = re.compile(r"^([A-Z]{1,2})([0-9]{6})\(?([0-9A])\)?$")
+# fullmatch, ASCII only: no trailing newline (``$`` allows one), no other script's digits.
+_HKID = re.compile(r"([A-Z]{1,2})([0-9]{6})\(?([0-9A])\)?", re.ASCII)
 
 
 class InvalidHKID(ValueError):
@@ -34,7 +35,8 @@ def normalise(raw) -> str:
     """Answer the canonical form ``A1234563`` or raise InvalidHKID."""
     if not isinstance(raw, str) or len(raw) > 16 or not raw.isascii():
         raise InvalidHKID("HKID must be like A123456(3)")
-    match = _HKID.match(raw.strip().upper())
+    # Spaces typed around the number are forgiven; a newline, tab or other control is not.
+    match = _HKID.fullmatch(raw.strip(" ").upper())
     if not match:
         raise InvalidHKID("HKID must be like A123456(3)")
     prefix, digits, check = match.groups()

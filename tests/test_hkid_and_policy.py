@@ -23,6 +23,18 @@ def test_invalid_hkids_are_refused(raw):
         normalise(raw)
 
 
+@pytest.mark.parametrize("raw", ["A123456(3)\n", "A1234563\n", "A123456(3)\r\n", "\nA123456(3)",
+                                 "A123456(3)\t", "A\u0661\u0662\u0663\u0664\u0665\u0666(3)",
+                                 "A\uff11\uff12\uff13\uff14\uff15\uff16(3)",
+                                 "A123456(\u0663)"],
+                         ids=["trailing newline", "bare trailing newline", "trailing CRLF",
+                              "leading newline", "trailing tab", "Arabic-Indic digits",
+                              "full-width digits", "Arabic-Indic check digit"])
+def test_hkid_with_a_newline_or_non_ascii_digits_is_refused(raw):
+    with pytest.raises(InvalidHKID):
+        normalise(raw)
+
+
 @pytest.mark.parametrize("text, expected", [("P90D", 90 * 86400), ("P1Y", 365 * 86400),
                                             ("PT12H", 12 * 3600), ("P2W", 14 * 86400)])
 def test_durations(text, expected):
@@ -31,6 +43,16 @@ def test_durations(text, expected):
 
 @pytest.mark.parametrize("text", ["90D", "P", "PT", "P0D", "P-1D", "P1.5D", 90, "P99999999Y"])
 def test_bad_durations(text):
+    with pytest.raises(InvalidDuration):
+        seconds(text)
+
+
+@pytest.mark.parametrize("text", ["P90D\n", "PT12H\n", "P\n", "P\u0669\u0660D", "P\uff19\uff10D",
+                                  "PT\u0661H", "P1Y\u0662M"],
+                         ids=["trailing newline", "time part then newline", "bare P newline",
+                              "Arabic-Indic digits", "full-width digits",
+                              "Arabic-Indic hours", "Arabic-Indic months"])
+def test_durations_with_a_trailing_newline_or_non_ascii_digits_are_refused(text):
     with pytest.raises(InvalidDuration):
         seconds(text)
 
@@ -65,6 +87,23 @@ def test_policy_errors_name_the_file_and_the_key(tmp_path, changes, where):
     with pytest.raises(PolicyError) as err:
         load_file(path)
     assert str(path) in str(err.value) and where in str(err.value)
+
+
+@pytest.mark.parametrize("changes, where", [
+    ({"max_duration": "P1Y\n"}, "purposes.ekyc.max_duration"),
+    ({"retention": "P\u0667Y"}, "purposes.ekyc.retention"),
+])
+def test_policy_duration_with_a_newline_or_non_ascii_digits_is_refused_naming_the_key(changes,
+                                                                                      where):
+    with pytest.raises(PolicyError, match=where):
+        validate(_policy(**changes), source="p.yaml")
+
+
+def test_policy_purpose_id_with_non_ascii_digits_is_refused_naming_it():
+    doc = _policy()
+    doc["purposes"] = {"ekyc-\u0663": doc["purposes"]["ekyc"]}
+    with pytest.raises(PolicyError, match="purposes.ekyc-"):
+        validate(doc, source="p.yaml")
 
 
 def test_policy_missing_a_key_names_it():
