@@ -140,5 +140,22 @@ def allowed_items(policy: dict | None, purpose_id: str) -> set[str]:
     return set(purpose["items"]["required"]) | set(purpose["items"]["optional"])
 
 
+def check_consent(policy: dict | None, consent: dict, now: int) -> None:
+    """Refuse (PolicyError) a live consent that the policy, as it reads now, no longer allows in
+    kind or length: its purpose withdrawn, its access kind (once/ongoing) no longer listed, or
+    it has run longer than the purpose's max_duration now allows (counted from the approval).
+    Its items are narrowed separately (``allowed_items``): what leaves is consented ∩ allowed."""
+    purpose = (policy or {}).get("purposes", {}).get(consent["purpose"])
+    if purpose is None:
+        raise PolicyError(f"purpose {consent['purpose']!r} is no longer in the requester's policy")
+    if consent["access"] not in purpose["access"]:
+        raise PolicyError(f"the requester's policy no longer allows {consent['access']} access "
+                          f"for purpose {consent['purpose']!r}")
+    approved = consent.get("decided_at")
+    if approved is not None and now >= approved + seconds(purpose["max_duration"]):
+        raise PolicyError(f"the consent has run longer than the policy's max_duration "
+                          f"{purpose['max_duration']} for purpose {consent['purpose']!r}")
+
+
 def max_duration_seconds(policy: dict, purpose_id: str) -> int:
     return seconds(policy["purposes"][purpose_id]["max_duration"])

@@ -13,7 +13,7 @@ from gateway.audit import chain
 from gateway.consent import ledger
 from gateway.consent.lifecycle import Status
 from gateway.store.db import citizens, consents, requesters, tokens
-from policies.engine import allowed_items
+from policies.engine import PolicyError, allowed_items, check_consent
 
 from .router import ExchangeError
 
@@ -43,7 +43,7 @@ def parse_items(raw: str | None) -> list[str] | None:
 
 _LIVE = (select(consents.c.consent_id, consents.c.client_id, consents.c.subject_id,
                 consents.c.status, consents.c.purpose, consents.c.data_items, consents.c.access,
-                consents.c.expires_at, tokens.c.revoked_at.label("token_revoked_at"),
+                consents.c.expires_at, consents.c.decided_at, tokens.c.revoked_at.label("token_revoked_at"),
                 tokens.c.client_id.label("token_client_id"), requesters.c.policy,
                 citizens.c.hkid)
          .select_from(tokens.join(consents, tokens.c.consent_id == consents.c.consent_id)
@@ -78,6 +78,11 @@ def live_grant(gw, conn, claims: dict) -> dict:
         raise ReleaseError("invalid_token", "the access token does not match its consent")
     if ledger.live_status(dict(row), now) != Status.APPROVED.value:
         raise ReleaseError("invalid_token", "the consent was revoked or has expired")
+    if row["purpose"] in (row["policy"] or {}).get("purposes", {}):  # a withdrawn purpose: below
+        try:  # the policy narrowed the consent's kind or length since it was approved
+            check_consent(row["policy"], row, now)
+        except PolicyError as exc:
+            raise ReleaseError("invalid_token", str(exc)) from exc
     return dict(row)
 
 

@@ -17,7 +17,7 @@ from gateway.consent import ledger
 from gateway.consent.lifecycle import ConsentError, Status
 from gateway.store.db import authorization_codes, pushed_requests, tokens
 from gateway.tokens import access
-from policies.engine import PolicyError, check_request, max_duration_seconds
+from policies.engine import PolicyError, check_consent, check_request, max_duration_seconds
 from schemas.authorization import PushedRequestSchema, parse_authorization_details
 from schemas.duration import seconds
 
@@ -176,6 +176,10 @@ def _usable_consent(gw, conn, consent_id: str, client_id: str, *, lock: bool = F
         raise InvalidGrant("grant was issued to another client")
     if ledger.live_status(consent, gw.clock.now()) != Status.APPROVED.value:
         raise InvalidGrant("the consent behind this grant is no longer active")
+    try:  # the requester's policy may have narrowed the consent's kind or length since
+        check_consent(gw.requester(conn, client_id)["policy"], consent, gw.clock.now())
+    except PolicyError as exc:
+        raise InvalidGrant(str(exc)) from exc
     return consent
 
 
