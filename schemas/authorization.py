@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from marshmallow import (RAISE, Schema, ValidationError, fields, validate, validates,
+from marshmallow import (EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates,
                          validates_schema)
 
 from .duration import InvalidDuration, seconds
@@ -63,10 +63,16 @@ def parse_authorization_details(raw) -> list[dict]:
 
 
 class PushedRequestSchema(Schema):
-    """The form of POST /oauth/par, client authentication fields excluded."""
+    """The form of POST /oauth/par, client authentication fields excluded.
+
+    RFC 6749 section 3.1: parameters the server does not recognise MUST be ignored (a client
+    library may add ``resource``, ``nonce``, ``scope``...), so they are dropped here; every
+    parameter the gateway uses is checked strictly. (The fields inside
+    ``authorization_details`` are the gateway's own JSON: there an unknown field is refused.)
+    """
 
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE
 
     response_type = fields.String(required=True)
     client_id = fields.String(required=True, validate=validate.Length(1, 64))
@@ -76,15 +82,5 @@ class PushedRequestSchema(Schema):
         r"[A-Za-z0-9_-]{43}\Z", error="must be a base64url SHA-256 (43 characters)"))
     code_challenge_method = fields.String(required=True)
     authorization_details = fields.String(required=True)
-    scope = fields.String(validate=validate.Length(0, 200))
-    client_assertion = fields.String()
-    client_assertion_type = fields.String()
-    # Registered OAuth / OpenID parameters a client library may send: accepted and ignored
-    # (response_mode must be query, the only mode there is). Anything else is refused.
-    ui_locales = fields.String(validate=validate.Length(0, 100))
+    # the authorization response goes back in the query: the only mode there is
     response_mode = fields.String(validate=validate.Equal("query"))
-    nonce = fields.String(validate=validate.Length(0, 200))
-    prompt = fields.String(validate=validate.Length(0, 100))
-    max_age = fields.String(validate=validate.Length(0, 12))
-    login_hint = fields.String(validate=validate.Length(0, 200))
-    acr_values = fields.String(validate=validate.Length(0, 200))

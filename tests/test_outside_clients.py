@@ -287,10 +287,6 @@ def test_authlib_refreshes_introspects_and_revokes(live_gateway):
     assert fresh["refresh_token"] != first_refresh                 # rotated on every use
     assert fresh["consent_id"] == token["consent_id"]
     assert verify_access_token(base, fresh["access_token"])["consent_id"] == token["consent_id"]
-    with pytest.raises(OAuthError) as refused:
-        session.refresh_token(meta["token_endpoint"], refresh_token=first_refresh)
-    assert refused.value.error == "invalid_grant"
-
     resp = session.introspect_token(meta["introspection_endpoint"], token=fresh["access_token"])
     assert resp.status_code == 200
     answer = resp.json()
@@ -301,6 +297,16 @@ def test_authlib_refreshes_introspects_and_revokes(live_gateway):
     td = AuthlibRequester(metadata_of(base), TD, TD_REDIRECT)
     resp = td.session.introspect_token(meta["introspection_endpoint"], token=fresh["access_token"])
     assert resp.status_code == 200 and resp.json() == {"active": False}
+
+    # The rotated refresh token replayed: refused, and the whole family dies (RFC 9700 4.14.2).
+    with pytest.raises(OAuthError) as refused:
+        session.refresh_token(meta["token_endpoint"], refresh_token=first_refresh)
+    assert refused.value.error == "invalid_grant"
+    resp = session.introspect_token(meta["introspection_endpoint"], token=fresh["refresh_token"])
+    assert resp.json() == {"active": False}
+    bank, token, _ = grant(base, BANK, BANK_REDIRECT, BANK_DETAIL)
+    meta, session = bank.meta, bank.session
+    fresh = session.refresh_token(meta["token_endpoint"])
 
     resp = session.revoke_token(meta["revocation_endpoint"], token=fresh["access_token"],
                                 token_type_hint="access_token")

@@ -73,7 +73,7 @@ def test_request_outside_policy_is_refused_naming_the_item_or_purpose(flow, deta
     ({"redirect_uri": "http://127.0.0.1:9100/callback/../x"}, "invalid_request"),
     ({"request_uri": "urn:ietf:params:oauth:request_uri:abc"}, "invalid_request"),
     ({"client_id": "transport-department"}, "invalid_client"),
-    ({"unexpected": "field"}, "invalid_request"),
+    ({"response_mode": "form_post"}, "invalid_request"),
 ])
 def test_bad_pushed_request_parameters_are_refused(flow, changes, error):
     before = ledger_snapshot(flow.gw)
@@ -81,6 +81,16 @@ def test_bad_pushed_request_parameters_are_refused(flow, changes, error):
     assert resp.status_code in (400, 401)
     assert resp.get_json()["error"] == error
     assert ledger_snapshot(flow.gw) == before
+
+
+def test_parameters_the_gateway_does_not_know_are_ignored_as_rfc_6749_requires(flow):
+    """RFC 6749 3.1: unrecognised request parameters MUST be ignored — a bank's OAuth library
+    may add resource (RFC 8707), nonce, scope or a parameter of its own."""
+    resp = flow.par(resource="https://gateway.test/api", nonce="n-1", scope="openid",
+                    unexpected="field", prompt="login")
+    assert resp.status_code == 201, resp.get_json()
+    consent = flow.decide(resp.get_json()["request_uri"]) if flow.login() else None
+    assert consent is not None and consent.status_code == 303
 
 
 def test_par_needs_a_form_body(flow):
