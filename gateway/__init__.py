@@ -6,6 +6,7 @@ the one error mapping.
 """
 from __future__ import annotations
 
+import re
 import secrets
 
 from flask import Flask, g, request
@@ -15,13 +16,18 @@ from gateway.instance import Gateway
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                                "img-src 'self' data:; form-action 'self' {form_targets}; "
+                                "img-src 'self' data:; form-action 'self'{form_targets}; "
                                 "frame-ancestors 'none'; object-src 'none'; base-uri 'none'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+# A form-action source the consent page may add: a bare origin, nothing that could end the
+# directive (';'), start another policy (',') or carry a keyword or quoted source.
+_CLEAN_ORIGIN = re.compile(r"https?://(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)"
+                           r"(?::[0-9]{1,5})?\Z")
 
 
 def create_app(config: Config | None = None, *, clock=None, departments=None) -> Flask:
@@ -68,7 +74,9 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
 
     def _form_targets() -> str:
         # Approve/Decline redirect (303) to the requester's registered URI; browsers apply
-        # form-action to redirects after a form post, so the page names the requester's origin.
-        return g.get("form_action_extra", "")
+        # form-action to redirects after a form post, so the page names the requester's origin
+        # (set by the view from the parsed redirect URI); anything else keeps 'self' alone.
+        origin = g.get("form_action_extra")
+        return " " + origin if isinstance(origin, str) and _CLEAN_ORIGIN.match(origin) else ""
 
     return app

@@ -6,15 +6,50 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from gateway.config import Config, ConfigError
+from gateway.demo.seed import DemoRefused
+from gateway.requester import RequesterError
+from policies.engine import PolicyError
+
+
+class CliError(click.ClickException):
+    """A refusal the operator can act on: ``cdeg: <reason>`` on one line of stderr, exit 1."""
+
+    def __init__(self, message) -> None:
+        super().__init__(" ".join(str(message).split()) or "failed")
+
+    def show(self, file=None) -> None:
+        click.echo(f"cdeg: {self.format_message()}", err=True)
+
+
+# The project's error families an operator meets (bad settings, a refused registration or
+# policy, a file that cannot be read or parsed, a database that does not answer). Anything
+# else is a bug and keeps its traceback.
+OPERATOR_ERRORS = (ConfigError, RequesterError, PolicyError, DemoRefused, OSError,
+                   json.JSONDecodeError, UnicodeDecodeError, OperationalError)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OperationalError):   # the driver's words; never the SQL or its parameters
+        return f"database: {str(exc.orig).strip().splitlines()[0] if exc.orig else 'unreachable'}"
+    return str(exc) or type(exc).__name__
+
+
+class _Cdeg(click.Group):
+    """The one place where an operator error becomes ``cdeg: <reason>`` instead of a traceback:
+    every subcommand runs inside this group's ``invoke``."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OPERATOR_ERRORS as exc:
+            raise CliError(_reason(exc)) from exc
 
 
 def _config(**overrides) -> Config:
-    try:
-        return Config.from_env(**overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    return Config.from_env(**overrides)
 
 
 def _gateway(config: Config | None = None):
@@ -22,7 +57,7 @@ def _gateway(config: Config | None = None):
     return Gateway(config or _config())
 
 
-@click.group(help="CDEG — the Consented Data Exchange Gateway.")
+@click.group(cls=_Cdeg, help="CDEG — the Consented Data Exchange Gateway.")
 def main():
     pass
 
@@ -58,7 +93,7 @@ def worker(burst: bool):
     from gateway.store.queue import queue_for
     config = _config()
     if not config.redis_url:
-        raise click.ClickException("CDEG_REDIS_URL is not set: embedded instances run jobs inline")
+        raise CliError("CDEG_REDIS_URL is not set: embedded instances run jobs inline")
     gw = _gateway(config)
     use_gateway(gw)
     SimpleWorker([queue_for(gw)], connection=gw.redis.client).work(burst=burst)
@@ -82,14 +117,11 @@ def db_upgrade():
 @main.command(help="Load the demo data (refused under CDEG_ENV=production).")
 @click.option("--demo", is_flag=True, required=True, help="Load the demo requesters and citizen.")
 def seed(demo: bool):
-    from gateway.demo.seed import DemoRefused, seed as run_seed
+    from gateway.demo.seed import seed as run_seed
     config = _config()
     if config.production:
-        raise click.ClickException("demo data is refused under CDEG_ENV=production")
-    try:
-        done = run_seed(_gateway(config))
-    except DemoRefused as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CliError("demo data is refused under CDEG_ENV=production")
+    done = run_seed(_gateway(config))
     click.echo(f"seeded requesters: {', '.join(done)}")
 
 
@@ -125,25 +157,18 @@ def clients():
 @click.option("--name-zh", default=None)
 def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_file, name_zh):
     from gateway import requester
-    from policies.engine import PolicyError, load_file
+    from policies.engine import load_file
     try:
         jwks = json.loads(Path(jwks_file).read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise click.ClickException(f"{jwks_file}: not JSON ({exc})") from exc
-    policy = None
-    if policy_file:
-        try:
-            policy = load_file(policy_file)
-        except PolicyError as exc:
-            raise click.ClickException(str(exc)) from exc
-    gw = _gateway()
-    try:
-        with gw.transaction() as conn:
-            requester.register(conn, gw.clock.now(), client_id=client_id, name=name,
-                               name_zh=name_zh, jwks=jwks, redirect_uris=list(redirect_uris),
-                               kind=kind, policy=policy)
-    except requester.RequesterError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:       # not UTF-8, not JSON (unreadable: OSError, for the group)
+        raise CliError(f"{jwks_file}: not JSON ({exc})") from exc
+    policy = load_file(policy_file) if policy_file else None
+    config = _config()
+    gw = _gateway(config)
+    with gw.transaction() as conn:
+        requester.register(conn, gw.clock.now(), client_id=client_id, name=name,
+                           name_zh=name_zh, jwks=jwks, redirect_uris=list(redirect_uris),
+                           kind=kind, policy=policy, demo=config.demo)
     click.echo(f"registered {client_id} ({kind})")
 
 

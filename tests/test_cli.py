@@ -28,6 +28,21 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture
+def production(env, monkeypatch, pg_schema, redis_prefix):
+    """A production instance on PostgreSQL and Redis, its schema in place, no requesters."""
+    from tests.conftest import REDIS_URL
+    monkeypatch.setenv("CDEG_DATABASE_URL", pg_schema)
+    monkeypatch.setenv("CDEG_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("CDEG_REDIS_PREFIX", redis_prefix)
+    monkeypatch.setenv("CDEG_DEPARTMENTS_URL", "http://departments.test")
+    run("db", "upgrade")
+    monkeypatch.setenv("CDEG_ENV", "production")
+    monkeypatch.setenv("CDEG_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("CDEG_ISSUER", "https://cdeg.example")
+    return monkeypatch
+
+
 def run(*args, expect=0):
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == expect, result.output
@@ -99,12 +114,7 @@ purposes:
     app.extensions["cdeg"].close()
 
 
-def test_seed_is_refused_in_production(env, monkeypatch):
-    monkeypatch.setenv("CDEG_ENV", "production")
-    monkeypatch.setenv("CDEG_SECRET_KEY", "s" * 40)
-    monkeypatch.setenv("CDEG_ISSUER", "https://cdeg.example")
-    monkeypatch.setenv("CDEG_DATABASE_URL", "sqlite:///" + str(env / "p.db"))
-    monkeypatch.setenv("CDEG_REDIS_URL", "redis://127.0.0.1:6379/0")
+def test_seed_is_refused_in_production(production):
     assert "refused" in run("seed", "--demo", expect=1)
 
 
@@ -174,15 +184,130 @@ def test_demo_plays_the_story_and_exits_zero():
         assert text in result.stdout
 
 
-def test_production_refuses_to_start_with_demo_requesters(env, monkeypatch):
+def test_production_refuses_to_start_with_demo_requesters(production):
     from gateway.config import Config, ConfigError
     from gateway.instance import Gateway
-    db_url = "sqlite:///" + str(env / "p.db")
-    monkeypatch.setenv("CDEG_DATABASE_URL", db_url)
+    production.setenv("CDEG_ENV", "demo")
     run("seed", "--demo")
-    monkeypatch.setenv("CDEG_ENV", "production")
-    monkeypatch.setenv("CDEG_SECRET_KEY", "s" * 40)
-    monkeypatch.setenv("CDEG_ISSUER", "https://cdeg.example")
-    monkeypatch.setenv("CDEG_REDIS_URL", "redis://127.0.0.1:6379/0")
+    production.setenv("CDEG_ENV", "production")
     with pytest.raises(ConfigError, match="demo requester"):
         Gateway(Config.from_env())
+
+
+# -- refusals are one line on stderr, never a traceback (security review, issue 5, item 14) --
+
+def refused(*args) -> str:
+    """Run the command, expect exit 1 and one line `cdeg: <reason>` on stderr; answer it."""
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cdeg: "), result.stderr
+    return lines[0]
+
+
+def _b64(number: int, size: int | None = None) -> str:
+    from jwcrypto.common import base64url_encode
+    size = size or max(1, (number.bit_length() + 7) // 8)
+    return base64url_encode(number.to_bytes(size, "big"))
+
+
+def _ec_off_curve() -> dict:
+    key = jwk.JWK.generate(kty="EC", crv="P-256", kid="k").export_public(as_dict=True)
+    return {**key, "y": _b64(1, 32)}          # x from a real key, y = 1: not on P-256
+
+
+def _rsa(e: int | None = None, size: int = 2048) -> dict:
+    key = jwk.JWK.generate(kty="RSA", size=size, kid="k").export_public(as_dict=True)
+    return {**key, "e": _b64(e)} if e is not None else key
+
+
+def _okp_not_a_point() -> dict:
+    from jwcrypto.common import base64url_encode
+    return {"kty": "OKP", "crv": "Ed25519", "kid": "k",
+            "x": base64url_encode((2).to_bytes(32, "little"))}   # y = 2 does not decode
+
+
+BAD_KEYS = {
+    "ec-point-not-on-p256": (_ec_off_curve, "not on the P-256 curve"),
+    "ec-short-coordinate": (lambda: {**_ec_off_curve(), "x": _b64(5, 31)}, "x: must be 32 bytes"),
+    "rsa-exponent-1": (lambda: _rsa(e=1), "public exponent e must be odd and at least 3"),
+    "rsa-exponent-even": (lambda: _rsa(e=65536), "public exponent e must be odd"),
+    "rsa-1024-bits": (lambda: _rsa(size=1024), "at least 2048 bits"),
+    "okp-31-bytes": (lambda: {**_okp_not_a_point(), "x": _b64(7, 31)}, "x: must be 32 bytes"),
+    "okp-not-a-point": (_okp_not_a_point, "not an Ed25519 point"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_KEYS)
+def test_register_refuses_an_unusable_public_key_with_a_one_line_reason(env, case):
+    make, why = BAD_KEYS[case]
+    jwks = env / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [make()]}))
+    line = refused("clients", "register", "--client-id", "x-bank", "--name", "X", "--jwks",
+                   str(jwks), "--redirect-uri", "https://x.example/cb")
+    assert "jwks.keys[0]" in line and why in line, line
+
+
+def test_register_refuses_a_redirect_uri_that_would_inject_into_the_csp(env):
+    uri = "https://a.example;report-uri https://evil.example/r;sandbox;/cb"
+    line = refused("clients", "register", "--client-id", "x-bank", "--name", "X", "--jwks",
+                   _jwks_file(env), "--redirect-uri", uri)
+    assert f"redirect URI {uri!r}" in line
+
+
+def test_register_accepts_http_loopback_in_demo_mode(env):
+    assert "registered x-dept" in run("clients", "register", "--client-id", "x-dept", "--name",
+                                      "X", "--jwks", _jwks_file(env), "--redirect-uri",
+                                      "http://127.0.0.1:9200/cb")
+
+
+def test_production_refuses_http_loopback_redirect_uris_and_takes_https(production, env):
+    line = refused("clients", "register", "--client-id", "x-dept", "--name", "X", "--jwks",
+                   _jwks_file(env), "--redirect-uri", "http://127.0.0.1:9200/cb")
+    assert "'http://127.0.0.1:9200/cb'" in line and "demo mode only" in line
+    assert "registered x-dept" in run("clients", "register", "--client-id", "x-dept", "--name",
+                                      "X", "--jwks", _jwks_file(env), "--redirect-uri",
+                                      "https://x.example/cb")
+
+
+def test_production_refusal_of_demo_requesters_is_one_line_on_stderr_not_a_traceback(production,
+                                                                                     env):
+    production.setenv("CDEG_ENV", "demo")
+    run("seed", "--demo")
+    production.setenv("CDEG_ENV", "production")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "clients", "register", "--client-id", "x-dept",
+         "--name", "X", "--jwks", _jwks_file(env), "--redirect-uri", "https://x.example/cb"],
+        env=dict(os.environ), cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("cdeg: production instance holds demo requester"), \
+        result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_an_unreadable_or_malformed_file_is_named_in_one_line(env, monkeypatch):
+    jwks = _jwks_file(env)
+    broken = env / "broken.json"
+    broken.write_text("{not json")
+    assert "broken.json: not JSON" in refused("clients", "register", "--client-id", "x", "--name",
+                                              "X", "--jwks", str(broken), "--redirect-uri",
+                                              "https://x.example/cb")
+    policy = env / "policy.yaml"
+    policy.write_text("requester: x\npurposes: [\n  - {")
+    assert "policy.yaml" in refused("clients", "register", "--client-id", "x", "--name", "X",
+                                    "--jwks", jwks, "--redirect-uri", "https://x.example/cb",
+                                    "--policy", str(policy))
+    from pathlib import Path
+    real = Path.read_text
+
+    def unreadable(self, *args, **kwargs):
+        if self.name == "jwks.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    line = refused("clients", "register", "--client-id", "x", "--name", "X", "--jwks", jwks,
+                   "--redirect-uri", "https://x.example/cb")
+    assert "Permission denied" in line and "jwks.json" in line

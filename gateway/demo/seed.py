@@ -50,7 +50,7 @@ def seed(gw) -> list[str]:
             requesters.register(conn, now, client_id=entry["client_id"], name=entry["name"],
                                 name_zh=entry.get("name_zh"), kind=entry["kind"],
                                 jwks=public_jwks(entry["client_id"]),
-                                redirect_uris=entry["redirect_uris"],
+                                redirect_uris=entry["redirect_uris"], demo=gw.config.demo,
                                 policy=load_file(POLICY_DIR / entry["policy"]))
             done.append(entry["client_id"])
         citizens.enrol(conn, now, DEMO_CITIZEN_HKID)

@@ -1,13 +1,14 @@
 """The consent screen at /oauth/authorize: only for requests pushed to /oauth/par."""
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from flask import g, redirect, request, session, url_for
 
 from gateway.consent import citizen as citizen_consents
 from gateway.citizen import by_subject
 from gateway.oauth import grant
+from gateway.requester import csp_origin
 
 from .pages import bp, check_csrf, gw, lang, render, signed_in
 
@@ -28,8 +29,7 @@ def authorize_page():
     if not signed_in():
         return _login_redirect()
     view = citizen_consents.preview(gw(), pushed, signed_in(), lang())
-    target = urlsplit(pushed["redirect_uri"])
-    g.form_action_extra = f"{target.scheme}://{target.netloc}"
+    g.form_action_extra = csp_origin(pushed["redirect_uri"])   # None: not a clean origin
     return render("consent.html", request_uri=request_uri, **view)
 
 
