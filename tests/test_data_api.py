@@ -179,7 +179,7 @@ def test_narrowing_the_policy_narrows_a_live_consent_at_the_next_call(flow, toke
         row = requester.get(conn, flow.client_id)
         policy = json.loads(json.dumps(row["policy"]))
         policy["purposes"]["ekyc-account-opening"]["items"]["required"].remove("address.residential")
-        requester.register(conn, 0, client_id=row["client_id"], name=row["name"],
+        requester.register(conn, 0, demo=True, client_id=row["client_id"], name=row["name"],
                            jwks=row["jwks"], redirect_uris=row["redirect_uris"], kind=row["kind"],
                            policy=policy)
     body = flow.data(tokens["access_token"]).get_json()

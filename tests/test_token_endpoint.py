@@ -245,7 +245,7 @@ def test_approving_after_the_policy_withdrew_the_purpose_issues_no_code(flow):
         row = requester.get(conn, flow.client_id)
         policy = _json.loads(_json.dumps(row["policy"]))
         policy["purposes"]["other-purpose"] = policy["purposes"].pop("ekyc-account-opening")
-        requester.register(conn, 0, client_id=row["client_id"], name=row["name"],
+        requester.register(conn, 0, demo=True, client_id=row["client_id"], name=row["name"],
                            jwks=row["jwks"], redirect_uris=row["redirect_uris"],
                            kind=row["kind"], policy=policy)
     flow.login()
