@@ -5,6 +5,7 @@ import re
 from urllib.parse import urlencode
 
 import pytest
+from sqlalchemy import text as sql
 
 from .flow import HKID, Flow, ledger_snapshot
 
@@ -39,9 +40,74 @@ def test_login_with_a_bad_hkid_explains_why(flow, hkid, message):
     assert "<script>" not in resp.get_data(as_text=True)
 
 
-def test_login_with_a_hkid_unknown_to_immd_is_refused(flow):
-    resp = flow.login(hkid="C123456(9)")  # a valid number ImmD does not know
-    assert resp.status_code == 400
+UNKNOWN_HKID = "C123456(9)"  # a well-formed number ImmD does not know
+
+
+def _start_login(app, hkid):
+    """A new browser enters ``hkid``: answers (browser, the POST /login response)."""
+    browser = app.test_client()
+    page = browser.get("/login").get_data(as_text=True)
+    return browser, browser.post("/login", data={"csrf_token": Flow.csrf(page), "hkid": hkid})
+
+
+def _as_seen(page: str) -> str:
+    """A page with what differs between any two visits (CSRF token, demo code) blanked."""
+    page = re.sub(r'name="csrf_token" value="[^"]+"', 'name="csrf_token" value=""', page)
+    return re.sub(r'id="demo-code">\d{6}<', 'id="demo-code">######<', page)
+
+
+def test_unknown_hkid_login_looks_like_a_known_one(flow):
+    """Whether ImmD knows an HKID shows nowhere: same redirect, same code page with a demo
+    code, and the code entered there is refused with the same page as a wrong code."""
+    seen = {}
+    for hkid in (HKID, UNKNOWN_HKID):
+        browser, resp = _start_login(flow.app, hkid)
+        assert resp.status_code == 303, resp.get_data(as_text=True)
+        page = browser.get(resp.headers["Location"])
+        assert page.status_code == 200
+        shown = page.get_data(as_text=True)
+        code = re.search(r'id="demo-code">(\d{6})<', shown).group(1)
+        entered = code if hkid == UNKNOWN_HKID else ("000000" if code != "000000" else "111111")
+        refused = browser.post("/login/code", data={"csrf_token": Flow.csrf(shown),
+                                                    "code": entered})
+        seen[hkid] = (resp.headers["Location"], _as_seen(shown), refused.status_code,
+                      _as_seen(refused.get_data(as_text=True)))
+    assert seen[UNKNOWN_HKID] == seen[HKID]
+    assert seen[HKID][0] == "/login/code" and seen[HKID][2] == 400
+    assert "the code does not match" in seen[HKID][3]
+
+
+def _citizens(gw) -> int:
+    with gw.db.connect() as conn:
+        return conn.execute(sql("SELECT COUNT(*) FROM citizens")).scalar()
+
+
+def test_unknown_hkid_code_never_verifies(flow):
+    enrolled = _citizens(flow.gw)
+    browser, resp = _start_login(flow.app, UNKNOWN_HKID)
+    assert resp.status_code == 303
+    page = browser.get(resp.headers["Location"]).get_data(as_text=True)
+    code = re.search(r'id="demo-code">(\d{6})<', page).group(1)
+    answers = [browser.post("/login/code", data={"csrf_token": Flow.csrf(page), "code": code})
+               for _ in range(6)]
+    assert [a.status_code for a in answers] == [400] * 6
+    assert "the code has expired" in answers[-1].get_data(as_text=True)
+    assert browser.get("/me").status_code == 303  # never logged in
+    assert _citizens(flow.gw) == enrolled
+
+
+def test_immd_outage_is_told_the_same_whatever_the_hkid(flow, monkeypatch):
+    from connectors.base import SourceUnavailable
+
+    def down(hkid, items):
+        raise SourceUnavailable("immd: no answer")
+    monkeypatch.setattr(flow.gw.router.connectors["immd"], "fetch", down)
+    pages = []
+    for hkid in (HKID, UNKNOWN_HKID):
+        _, resp = _start_login(flow.app, hkid)
+        assert resp.status_code == 400
+        pages.append(_as_seen(resp.get_data(as_text=True)))
+    assert pages[0] == pages[1] and "iAM Smart cannot be reached" in pages[0]
 
 
 def test_wrong_code_is_refused_and_attempts_are_limited(flow):

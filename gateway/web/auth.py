@@ -1,12 +1,17 @@
 """The mock iAM Smart login pages."""
 from __future__ import annotations
 
-from flask import redirect, request, session, url_for
+from flask import make_response, redirect, request, session, url_for
 
 from gateway import login as mock_iam_smart
 from gateway import throttle
 
-from .pages import bp, check_csrf, gw, local_path, render
+from .i18n import translator
+from .pages import bp, check_csrf, gw, lang, local_path, render
+
+
+def _message(key: str, **values) -> str:
+    return translator(lang())[0](key).format(**values)
 
 
 @bp.get("/login")
@@ -22,7 +27,7 @@ def login():
     try:
         pending, code = mock_iam_smart.start(gw(), request.form.get("hkid", ""))
     except mock_iam_smart.LoginError as exc:
-        return render("login.html", status=400, error=str(exc), next_url=next_url)
+        return render("login.html", status=400, error=_message(str(exc)), next_url=next_url)
     session["pending_login"] = pending
     session["next"] = next_url
     if gw().config.demo:
@@ -42,22 +47,35 @@ def verify_code():
     check_csrf()
     throttle.check(gw(), "login", request.remote_addr or "-", gw().config.login_rate_per_minute)
     pending = session.get("pending_login")
+    demo_code = session.get("demo_code") if gw().config.demo else None
     try:
-        citizen = mock_iam_smart.verify(gw(), pending, request.form.get("code", "").strip())
+        citizen = mock_iam_smart.verify(gw(), pending, request.form.get("code", "").strip(),
+                                        request.cookies.get(mock_iam_smart.DEVICE_COOKIE))
+    except throttle.Throttled as exc:
+        minutes = -(-exc.retry_after // 60)
+        resp = make_response(render("code.html", status=429, demo_code=demo_code,
+                                    error=_message("code.error.too_many", minutes=minutes)))
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
     except mock_iam_smart.LoginError as exc:
         if pending:
             session["pending_login"] = pending  # the attempt counter went up
-        return render("code.html", status=400, error=str(exc),
-                      demo_code=session.get("demo_code") if gw().config.demo else None)
+        return render("code.html", status=400, error=_message(str(exc)), demo_code=demo_code)
+    mark = mock_iam_smart.new_device_mark(gw(), pending["hkid"])
     next_url = session.get("next", "/me")
-    lang = session.get("lang")
+    chosen = session.get("lang")
     session.clear()
     session.regenerate()
     session["subject_id"] = citizen["subject_id"]
     session["logged_in_at"] = gw().clock.now()
-    if lang:
-        session["lang"] = lang
-    return redirect(local_path(next_url), code=303)
+    if chosen:
+        session["lang"] = chosen
+    resp = redirect(local_path(next_url), code=303)
+    # this browser now has a wrong-code budget of its own for this citizen (see gateway/login.py)
+    resp.set_cookie(mock_iam_smart.DEVICE_COOKIE, mark, max_age=mock_iam_smart.DEVICE_MARK_TTL,
+                    path="/login", httponly=True, samesite="Strict",
+                    secure=gw().config.production or gw().config.issuer.startswith("https://"))
+    return resp
 
 
 @bp.post("/logout")
