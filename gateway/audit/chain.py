@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Connection
 
 from gateway.clock import rfc3339
+from gateway.consent.liveness import LIVE_SQL
 from gateway.store.db import GENESIS_HASH, audit_entries, audit_head
 
 BODY_FIELDS = ("at", "event", "client_id", "subject", "consent_id", "items", "route", "outcome")
@@ -75,7 +76,7 @@ APPEND_SQL = text("WITH " + _HEAD_AND_INSERT.format(condition=""))
 RELEASE_SQL = text("""
 WITH live AS (
     UPDATE consents SET status = status
-    WHERE consent_id = :consent_id AND status = 'approved' AND expires_at > :now
+    WHERE consent_id = :consent_id AND """ + LIVE_SQL + """
       AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL
                   FOR NO KEY UPDATE)
     RETURNING consent_id

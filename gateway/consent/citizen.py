@@ -11,7 +11,7 @@ from gateway.store.db import consents, requesters
 from schemas.catalogue import label
 from schemas.duration import seconds
 
-from . import ledger
+from . import ledger, liveness
 from .lifecycle import ConsentNotFound, Status
 
 
@@ -58,7 +58,7 @@ def overview(gw, subject_id: str, lang: str) -> list[dict]:
             reads = [e for e in chain.for_consent(conn, row["consent_id"])
                      if e["event"] == "data.released"]
             out.append({
-                "consent_id": row["consent_id"], "status": ledger.live_status(row, now),
+                "consent_id": row["consent_id"], "status": liveness.status_now(row, now),
                 "requester_name": requester_name(row, lang),
                 "purpose_text": purpose_text(row["policy"], row["purpose"], lang),
                 "item_labels": [label(i, lang) for i in row["data_items"]],
@@ -76,8 +76,8 @@ def revoke(gw, subject_id: str, consent_id: str) -> None:
         if consent["subject_id"] != subject_id:
             raise ConsentNotFound(consent_id)
         now = gw.clock.now()
-        ending = "expired" if ledger.live_status(consent, now) == Status.EXPIRED.value \
-            and consent["status"] == Status.APPROVED.value else "revoked"
+        ending = "expired" if consent["status"] == Status.APPROVED.value \
+            and not liveness.is_live(consent, now) else "revoked"
         ledger.transition(conn, now, consent, ending, subject=ledger.subject_of(gw, consent))
 
     gw.in_transaction(work)  # a revocation that met a concurrent change is run again

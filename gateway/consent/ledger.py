@@ -100,12 +100,3 @@ def subject_of(gw, consent: dict) -> str | None:
     if not consent.get("subject_id"):
         return None
     return pairwise_subject(gw.pairwise_secret, consent["subject_id"], consent["client_id"])
-
-
-def live_status(consent: dict, now: int) -> str:
-    """The status as of now: an approved consent past its expiry counts as expired at once,
-    even before a sweep writes the transition."""
-    if consent["status"] == Status.APPROVED.value and consent["expires_at"] is not None \
-            and consent["expires_at"] <= now:
-        return Status.EXPIRED.value
-    return consent["status"]

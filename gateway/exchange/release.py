@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select, update
 
 from gateway.audit import chain
-from gateway.consent import ledger
+from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import Status
 from gateway.store.db import citizens, consents, requesters, tokens
 from policies.engine import PolicyError, allowed_items, check_consent
@@ -56,15 +56,14 @@ _LIVE_BY_JTI = _LIVE.where(tokens.c.token_id == bindparam("jti"), tokens.c.kind 
 # concurrent revocation until this release is committed.
 _STILL_LIVE = (update(consents)
                .where(consents.c.consent_id == bindparam("cid"),
-                      consents.c.status == Status.APPROVED.value,
-                      consents.c.expires_at > bindparam("now"),
+                      liveness.live_clause(consents, bindparam("now")),
                       # the token row locked first (the ledger's lock order): a concurrent
                       # revocation waits for this release, or this release sees it
                       select(tokens.c.token_id)
                       .where(tokens.c.token_id == bindparam("jti"),
                              tokens.c.revoked_at.is_(None))
                       .with_for_update(key_share=True).exists())
-               .values(status=Status.APPROVED.value))
+               .values(status=consents.c.status))  # a touch: takes the row lock
 
 
 def live_grant(gw, conn, claims: dict) -> dict:
@@ -76,7 +75,7 @@ def live_grant(gw, conn, claims: dict) -> dict:
     if row["consent_id"] != claims["consent_id"] or row["client_id"] != claims["client_id"] \
             or row["token_client_id"] != claims["client_id"]:
         raise ReleaseError("invalid_token", "the access token does not match its consent")
-    if ledger.live_status(dict(row), now) != Status.APPROVED.value:
+    if not liveness.is_live(row, now):
         raise ReleaseError("invalid_token", "the consent was revoked or has expired")
     if row["purpose"] in (row["policy"] or {}).get("purposes", {}):  # a withdrawn purpose: below
         try:  # the policy narrowed the consent's kind or length since it was approved

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import or_, select, and_
 
-from gateway.consent import ledger
+from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import Status, TransitionRefused
 from gateway.store.db import consents, pushed_requests
 
@@ -18,8 +18,7 @@ def expire_consents(limit: int = 500) -> int:
         stale = conn.execute(
             select(consents.c.consent_id)
             .outerjoin(pushed_requests, pushed_requests.c.consent_id == consents.c.consent_id)
-            .where(or_(and_(consents.c.status == Status.APPROVED.value,
-                            consents.c.expires_at <= now),
+            .where(or_(liveness.lapsed_clause(consents, now),
                        and_(consents.c.status == Status.REQUESTED.value,
                             pushed_requests.c.expires_at <= now)))
             .limit(limit)).scalars().all()

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from gateway import citizen as citizens
 from gateway.config import AUTHORIZATION_CODE_TTL, PUSHED_REQUEST_TTL
 from gateway.audit import chain
-from gateway.consent import ledger
+from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import ConsentError, Status
 from gateway.store.db import authorization_codes, pushed_requests, tokens
 from gateway.tokens import access
@@ -174,7 +174,7 @@ def _usable_consent(gw, conn, consent_id: str, client_id: str, *, lock: bool = F
     consent = ledger.get(conn, consent_id, share_lock=lock)
     if consent["client_id"] != client_id:
         raise InvalidGrant("grant was issued to another client")
-    if ledger.live_status(consent, gw.clock.now()) != Status.APPROVED.value:
+    if not liveness.is_live(consent, gw.clock.now()):
         raise InvalidGrant("the consent behind this grant is no longer active")
     try:  # the requester's policy may have narrowed the consent's kind or length since
         check_consent(gw.requester(conn, client_id)["policy"], consent, gw.clock.now())
@@ -253,7 +253,7 @@ def _refresh_replayed(gw, conn, requester: dict, row: dict, now: int):
     token descended from the same authorization code), and keep that even though the request
     fails."""
     consent = ledger.get(conn, row["consent_id"])
-    if ledger.live_status(consent, now) != Status.APPROVED.value:
+    if not liveness.is_live(consent, now):
         raise InvalidGrant("refresh_token revoked: the consent behind it has ended")
     conn.execute(update(tokens).where(tokens.c.code_hash == row["code_hash"],
                                       tokens.c.revoked_at.is_(None)).values(revoked_at=now))

@@ -1,0 +1,48 @@
+"""Is this consent live? The one rule, in its Python and its SQL forms side by side.
+
+A consent is *live* — data may be released under it, tokens issued or refreshed for it — when
+its status is ``approved`` and its expiry lies ahead. An approved consent whose expiry has come
+counts as ``expired`` at once, before any sweep writes the transition; an approved consent with
+no expiry (which the ledger never writes) is not live. Adding a status (a paused consent, say)
+means editing this module: ``tests/test_consent_liveness.py`` checks that the Python and SQL
+forms agree on every status and every edge of expiry, on SQLite and on PostgreSQL.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import and_
+from sqlalchemy.sql import ColumnElement
+
+from .lifecycle import Status
+
+LIVE = Status.APPROVED.value
+
+
+def is_live(consent: Mapping, now: int) -> bool:
+    return consent["status"] == LIVE and consent["expires_at"] is not None \
+        and consent["expires_at"] > now
+
+
+def status_now(consent: Mapping, now: int) -> str:
+    """The status as the citizen and the requester see it now (lapsed counts as expired)."""
+    if consent["status"] == LIVE and not is_live(consent, now):
+        return Status.EXPIRED.value
+    return consent["status"]
+
+
+def live_clause(table, now) -> ColumnElement:
+    """SQL form of ``is_live`` for a table with ``status`` and ``expires_at`` columns; ``now``
+    is an integer or a bind parameter."""
+    return and_(table.c.status == LIVE, table.c.expires_at > now)
+
+
+def lapsed_clause(table, now) -> ColumnElement:
+    """SQL form of "approved, but no longer live": what the expiry sweep ends."""
+    return and_(table.c.status == LIVE,
+                (table.c.expires_at.is_(None)) | (table.c.expires_at <= now))
+
+
+# The same rule in SQL text, for hand-written statements (the one-statement release); the
+# statement binds ``:now``. Kept equal to ``live_clause`` by the agreement test.
+LIVE_SQL = f"status = '{LIVE}' AND expires_at > :now"
