@@ -92,20 +92,10 @@ class Gateway:
 
     @contextmanager
     def transaction(self):
-        """One write transaction. An exception with ``commit_anyway`` (a reused code revoking
-        its tokens) still commits what was done before it; anything else rolls back."""
+        """One write transaction: committed when the block ends, rolled back if it raises."""
         with self.db.connect() as conn:
-            conn.begin()
-            try:
+            with conn.begin():
                 yield conn
-            except BaseException as exc:
-                if getattr(exc, "commit_anyway", False):
-                    conn.commit()
-                else:
-                    conn.rollback()
-                raise
-            else:
-                conn.commit()
 
     def in_transaction(self, work, *, attempts: int = 4, engine=None):
         """``work(conn)`` in one write transaction, run again (at most ``attempts`` times, with

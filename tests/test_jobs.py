@@ -57,3 +57,17 @@ def test_worker_runs_the_sweep_from_the_real_queue(tmp_path, request, clock):
         queue_for(gw).delete(delete_jobs=True)
         job.delete()
         app.extensions["cdeg"].close()
+
+
+def test_an_inline_job_runs_against_the_apps_gateway_not_one_built_from_the_environment(
+        embedded_flow, clock, tmp_path, monkeypatch):
+    from gateway.jobs import runtime
+    monkeypatch.setattr(runtime, "_gateway", None)          # a fresh process
+    monkeypatch.setenv("CDEG_INSTANCE_DIR", str(tmp_path / "elsewhere"))
+    gw = embedded_flow.gw
+    embedded_flow.tokens()
+    clock.advance(91 * 86400)
+    job = queue_for(gw).enqueue(expire_consents)             # runs now, inline
+    assert job.return_value() == 1
+    assert _statuses(gw) == ["expired"]
+    assert not (tmp_path / "elsewhere").exists()

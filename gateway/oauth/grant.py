@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 import secrets
 from urllib.parse import urlencode
 
@@ -183,7 +184,14 @@ def _usable_consent(gw, conn, consent_id: str, client_id: str, *, lock: bool = F
     return consent
 
 
-def exchange_code(gw, conn, requester: dict, form: dict) -> dict:
+@dataclass(frozen=True)
+class Refused:
+    """A refusal whose writes must be kept — a spent code, a revoked token family. It is
+    returned, not raised: the caller commits the transaction, then raises ``error``."""
+    error: InvalidGrant
+
+
+def exchange_code(gw, conn, requester: dict, form: dict) -> dict | Refused:
     code, redirect_uri = form.get("code"), form.get("redirect_uri")
     if not isinstance(code, str) or not code or len(code) > 100:
         raise InvalidRequest("code missing")
@@ -204,15 +212,8 @@ def exchange_code(gw, conn, requester: dict, form: dict) -> dict:
         if row is None or row["client_id"] != requester["client_id"]:
             raise InvalidGrant("code unknown")
         # RFC 6749 4.1.2: a reused code revokes what it issued; the consent itself stays
-        conn.execute(update(tokens).where(tokens.c.code_hash == code_hash,
-                                          tokens.c.revoked_at.is_(None)).values(revoked_at=now))
-        reused_consent = ledger.get(conn, row["consent_id"])
-        chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
-                     subject=ledger.subject_of(gw, reused_consent), consent_id=row["consent_id"],
-                     items=reused_consent["data_items"], route="oauth", outcome="code_reused")
-        reused = InvalidGrant("code was already used; the tokens it issued are revoked")
-        reused.commit_anyway = True
-        raise reused
+        _revoke_family(gw, conn, requester, row, now, outcome="code_reused")
+        return Refused(InvalidGrant("code was already used; the tokens it issued are revoked"))
     try:  # from here on the code is spent whatever happens: one attempt per code
         if row["expires_at"] <= now:
             raise InvalidGrant("code expired")
@@ -221,12 +222,11 @@ def exchange_code(gw, conn, requester: dict, form: dict) -> dict:
         pkce.check_verifier(form.get("code_verifier"), row["code_challenge"])
         consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"], lock=True)
     except InvalidGrant as exc:
-        exc.commit_anyway = True
-        raise
+        return Refused(exc)
     return _token_response(gw, conn, requester, consent, code_hash)
 
 
-def refresh(gw, conn, requester: dict, form: dict) -> dict:
+def refresh(gw, conn, requester: dict, form: dict) -> dict | Refused:
     presented = form.get("refresh_token")
     if not isinstance(presented, str) or not presented or len(presented) > 200:
         raise InvalidRequest("refresh_token missing")
@@ -242,12 +242,12 @@ def refresh(gw, conn, requester: dict, form: dict) -> dict:
                                               tokens.c.revoked_at.is_(None))
                          .values(revoked_at=now)).rowcount
     if spent != 1:
-        _refresh_replayed(gw, conn, requester, row, now)
+        return _refresh_replayed(gw, conn, requester, row, now)
     consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"], lock=True)
     return _token_response(gw, conn, requester, consent, row["code_hash"])
 
 
-def _refresh_replayed(gw, conn, requester: dict, row: dict, now: int):
+def _refresh_replayed(gw, conn, requester: dict, row: dict, now: int) -> Refused:
     """A refresh token that was already rotated or revoked came back. If its consent is still
     live, someone holds a stolen copy: RFC 9700 section 4.14.2 — revoke the whole family (every
     token descended from the same authorization code), and keep that even though the request
@@ -255,14 +255,19 @@ def _refresh_replayed(gw, conn, requester: dict, row: dict, now: int):
     consent = ledger.get(conn, row["consent_id"])
     if not liveness.is_live(consent, now):
         raise InvalidGrant("refresh_token revoked: the consent behind it has ended")
+    _revoke_family(gw, conn, requester, row, now, outcome="refresh_token_reused")
+    return Refused(InvalidGrant("refresh_token was already used; every token of this grant is "
+                                "revoked"))
+
+
+def _revoke_family(gw, conn, requester: dict, row: dict, now: int, *, outcome: str) -> None:
+    """Revoke every token descended from ``row``'s authorization code, and audit it."""
     conn.execute(update(tokens).where(tokens.c.code_hash == row["code_hash"],
                                       tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    consent = ledger.get(conn, row["consent_id"])
     chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
                  subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
-                 items=consent["data_items"], route="oauth", outcome="refresh_token_reused")
-    replayed = InvalidGrant("refresh_token was already used; every token of this grant is revoked")
-    replayed.commit_anyway = True
-    raise replayed
+                 items=consent["data_items"], route="oauth", outcome=outcome)
 
 
 # -- revocation and introspection -----------------------------------------------------------

@@ -61,7 +61,10 @@ def token():
         raise UnsupportedGrantType("grant_type must be authorization_code or refresh_token")
     exchange = grant.exchange_code if grant_type == "authorization_code" else grant.refresh
     with _gw().transaction() as conn:
-        return _json(exchange(_gw(), conn, _authenticated(conn, form), form))
+        outcome = exchange(_gw(), conn, _authenticated(conn, form), form)
+    if isinstance(outcome, grant.Refused):  # committed: the spent code, the revoked tokens
+        raise outcome.error
+    return _json(outcome)
 
 
 @bp.post("/oauth/revoke")
