@@ -12,7 +12,7 @@ from schemas.catalogue import label
 from schemas.duration import seconds
 
 from . import ledger, liveness
-from .lifecycle import ConsentNotFound, Status
+from .lifecycle import ConsentNotFound
 
 
 def purpose_text(policy: dict | None, purpose: str, lang: str) -> str:
@@ -76,8 +76,7 @@ def revoke(gw, subject_id: str, consent_id: str) -> None:
         if consent["subject_id"] != subject_id:
             raise ConsentNotFound(consent_id)
         now = gw.clock.now()
-        ending = "expired" if consent["status"] == Status.APPROVED.value \
-            and not liveness.is_live(consent, now) else "revoked"
+        ending = "expired" if liveness.lapsed(consent, now) else "revoked"
         ledger.transition(conn, now, consent, ending, subject=ledger.subject_of(gw, consent))
 
     gw.in_transaction(work)  # a revocation that met a concurrent change is run again

@@ -22,7 +22,8 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from gateway.audit import chain
-from gateway.store.db import consents, tokens
+from gateway.store.db import consents
+from gateway.tokens import rows as token_rows
 
 from .lifecycle import ConsentNotFound, Status, TransitionRefused, next_status
 
@@ -70,7 +71,7 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
     ending = target in (Status.REVOKED, Status.EXPIRED)
     if ending:
         changes["ended_at"] = now
-        _end_tokens(conn, consent["consent_id"], now)  # token rows before the consent row
+        token_rows.revoke_for_consent(conn, consent["consent_id"], now)  # before the consent
     done = conn.execute(update(consents)
                         .where(consents.c.consent_id == consent["consent_id"],
                                consents.c.status == consent["status"])
@@ -78,20 +79,11 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
     if done != 1:
         raise TransitionRefused(f"consent changed meanwhile; it is no longer {consent['status']}")
     if ending:  # and any token a code exchange or a refresh committed while we waited
-        _end_tokens(conn, consent["consent_id"], now)
+        token_rows.revoke_for_consent(conn, consent["consent_id"], now)
     chain.append(conn, now, f"consent.{target.value}", client_id=consent["client_id"],
                  subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
                  route=route)
     return {**consent, **changes}
-
-
-def _end_tokens(conn: Connection, consent_id: str, now: int) -> None:
-    """Revoke the consent's live tokens, locking their rows in token_id order."""
-    live = (select(tokens.c.token_id)
-            .where(tokens.c.consent_id == consent_id, tokens.c.revoked_at.is_(None))
-            .order_by(tokens.c.token_id).with_for_update())
-    conn.execute(update(tokens).where(tokens.c.token_id.in_(live))
-                 .values(revoked_at=now))
 
 
 def subject_of(gw, consent: dict) -> str | None:

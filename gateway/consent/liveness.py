@@ -31,6 +31,11 @@ def status_now(consent: Mapping, now: int) -> str:
     return consent["status"]
 
 
+def lapsed(consent: Mapping, now: int) -> bool:
+    """Approved, but no longer live: ending it now is its expiry, not a revocation."""
+    return consent["status"] == LIVE and not is_live(consent, now)
+
+
 def live_clause(table, now) -> ColumnElement:
     """SQL form of ``is_live`` for a table with ``status`` and ``expires_at`` columns; ``now``
     is an integer or a bind parameter."""

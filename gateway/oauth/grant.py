@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 import secrets
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from marshmallow import ValidationError
@@ -16,8 +16,9 @@ from gateway.config import AUTHORIZATION_CODE_TTL, PUSHED_REQUEST_TTL
 from gateway.audit import chain
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import ConsentError, Status
-from gateway.store.db import authorization_codes, pushed_requests, tokens
+from gateway.store.db import authorization_codes, pushed_requests
 from gateway.tokens import access
+from gateway.tokens import rows as token_rows
 from policies.engine import PolicyError, check_consent, check_request, max_duration_seconds
 from schemas.authorization import PushedRequestSchema, parse_authorization_details
 from schemas.duration import seconds
@@ -160,10 +161,10 @@ def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | N
             "authorization_details": consent["authorization_details"]}
     if consent["access"] == "ongoing":
         refresh = "rt_" + secrets.token_urlsafe(32)
-        rows.append(dict(rows[0], token_id=_hash(refresh), kind="refresh",
+        rows.append(dict(rows[0], token_id=token_rows.refresh_id(refresh), kind=token_rows.REFRESH,
                          expires_at=consent["expires_at"]))
         body["refresh_token"] = refresh
-    conn.execute(tokens.insert(), rows)  # one statement for both
+    token_rows.issue(conn, rows)
     chain.append(conn, now, "token.issued", client_id=requester["client_id"], subject=subject,
                  consent_id=consent["consent_id"], items=consent["data_items"], route="oauth")
     return body
@@ -231,17 +232,13 @@ def refresh(gw, conn, requester: dict, form: dict) -> dict | Refused:
     if not isinstance(presented, str) or not presented or len(presented) > 200:
         raise InvalidRequest("refresh_token missing")
     now = gw.clock.now()
-    token_id = _hash(presented)
-    row = conn.execute(select(tokens).where(tokens.c.token_id == token_id,
-                                            tokens.c.kind == "refresh")).mappings().first()
+    token_id = token_rows.refresh_id(presented)
+    row = token_rows.find(conn, token_id, token_rows.REFRESH)
     if row is None or row["client_id"] != requester["client_id"]:
         raise InvalidGrant("refresh_token unknown")
     if row["expires_at"] <= now:
         raise InvalidGrant("refresh_token expired")
-    spent = conn.execute(update(tokens).where(tokens.c.token_id == token_id,
-                                              tokens.c.revoked_at.is_(None))
-                         .values(revoked_at=now)).rowcount
-    if spent != 1:
+    if not token_rows.spend(conn, token_id, now):
         return _refresh_replayed(gw, conn, requester, row, now)
     consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"], lock=True)
     return _token_response(gw, conn, requester, consent, row["code_hash"])
@@ -262,8 +259,7 @@ def _refresh_replayed(gw, conn, requester: dict, row: dict, now: int) -> Refused
 
 def _revoke_family(gw, conn, requester: dict, row: dict, now: int, *, outcome: str) -> None:
     """Revoke every token descended from ``row``'s authorization code, and audit it."""
-    conn.execute(update(tokens).where(tokens.c.code_hash == row["code_hash"],
-                                      tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    token_rows.revoke_for_code(conn, row["code_hash"], now)
     consent = ledger.get(conn, row["consent_id"])
     chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
                  subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
@@ -277,16 +273,13 @@ def _find_token(gw, conn, presented) -> dict | None:
     if not isinstance(presented, str) or not presented or len(presented) > 8192:
         return None
     if presented.startswith("rt_"):
-        row = conn.execute(select(tokens).where(tokens.c.token_id == _hash(presented),
-                                                tokens.c.kind == "refresh")).mappings().first()
-        return dict(row) if row else None
+        return token_rows.find(conn, token_rows.refresh_id(presented), token_rows.REFRESH)
     try:
         claims = gw.access_tokens.verify(presented)
     except Exception:  # noqa: BLE001 - any bad token is simply unknown here (RFC 7009/7662)
         return None
-    row = conn.execute(select(tokens).where(tokens.c.token_id == claims["jti"],
-                                            tokens.c.kind == "access")).mappings().first()
-    return {**dict(row), "claims": claims} if row else None
+    row = token_rows.find(conn, claims["jti"], token_rows.ACCESS)
+    return {**row, "claims": claims} if row else None
 
 
 def revoke(gw, conn, requester: dict, form: dict) -> None:
@@ -295,11 +288,10 @@ def revoke(gw, conn, requester: dict, form: dict) -> None:
     if row is None or row["client_id"] != requester["client_id"] or row["revoked_at"]:
         return
     now = gw.clock.now()
-    conn.execute(update(tokens).where(tokens.c.token_id == row["token_id"]).values(revoked_at=now))
-    if row["kind"] == "refresh":  # RFC 7009 2.1: the access tokens of the same grant go too
-        conn.execute(update(tokens).where(tokens.c.consent_id == row["consent_id"],
-                                          tokens.c.client_id == row["client_id"],
-                                          tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    if row["kind"] == token_rows.REFRESH:  # RFC 7009 2.1: the whole grant goes with it
+        token_rows.revoke_for_code(conn, row["code_hash"], now)
+    else:
+        token_rows.revoke(conn, row["token_id"], now)
     consent = ledger.get(conn, row["consent_id"])
     chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
                  subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
