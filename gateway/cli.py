@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from gateway.config import Config, ConfigError
 from gateway.demo.seed import DemoRefused
@@ -28,11 +28,11 @@ class CliError(click.ClickException):
 # policy, a file that cannot be read or parsed, a database that does not answer). Anything
 # else is a bug and keeps its traceback.
 OPERATOR_ERRORS = (ConfigError, RequesterError, PolicyError, DemoRefused, OSError,
-                   json.JSONDecodeError, UnicodeDecodeError, OperationalError)
+                   json.JSONDecodeError, UnicodeDecodeError, DBAPIError)
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OperationalError):   # the driver's words; never the SQL or its parameters
+    if isinstance(exc, DBAPIError):   # the driver's words; never the SQL or its parameters
         return f"database: {str(exc.orig).strip().splitlines()[0] if exc.orig else 'unreachable'}"
     return str(exc) or type(exc).__name__
 
@@ -160,7 +160,7 @@ def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_fil
     from policies.engine import load_file
     try:
         jwks = json.loads(Path(jwks_file).read_text(encoding="utf-8"))
-    except ValueError as exc:       # not UTF-8, not JSON (unreadable: OSError, for the group)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep
         raise CliError(f"{jwks_file}: not JSON ({exc})") from exc
     policy = load_file(policy_file) if policy_file else None
     config = _config()

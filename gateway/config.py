@@ -9,6 +9,9 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message names the variable."""
@@ -101,6 +104,16 @@ class Config:
             raise ConfigError(f"CDEG_ENV: unknown environment {self.env!r}")
         if not self.issuer.startswith(("http://", "https://")) or self.issuer.endswith("/"):
             raise ConfigError("CDEG_ISSUER: must be an http(s) URL without a trailing slash")
+        if self.database_url is not None:
+            try:
+                url = make_url(self.database_url)
+                url.get_dialect()
+            except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+                raise ConfigError("CDEG_DATABASE_URL: not an SQLAlchemy URL this gateway can "
+                                  "use (postgresql+psycopg://... or sqlite:///...)") from exc
+        if self.redis_url is not None and not self.redis_url.startswith(
+                ("redis://", "rediss://", "unix://")):
+            raise ConfigError("CDEG_REDIS_URL: must start with redis://, rediss:// or unix://")
         if self.production:
             if not self.secret_key or len(self.secret_key) < 32:
                 raise ConfigError("CDEG_SECRET_KEY: production needs a secret of at least 32 characters")

@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 
 from connectors.base import ConnectorError, SubjectNotFound
@@ -62,6 +63,7 @@ from schemas.hkid import InvalidHKID, normalise
 
 log = logging.getLogger("cdeg")
 
+CODE_FORMAT = re.compile(r"[0-9]{6}")  # ASCII digits: str.isdigit() takes any script's
 CODE_TTL = 300
 MAX_ATTEMPTS = 5
 WINDOW = 15 * 60
@@ -158,7 +160,7 @@ def verify(gw, pending: dict | None, code, device_mark: str | None = None) -> di
         throttle.give_back(gw, held)  # not compared: not a guess
         pending["attempts"] = MAX_ATTEMPTS
         raise LoginError("code.error.expired")
-    well_formed = isinstance(code, str) and code.isdigit() and len(code) == 6
+    well_formed = isinstance(code, str) and CODE_FORMAT.fullmatch(code) is not None
     matches = hmac.compare_digest(
         _code_hash(gw.session_secret, pending["hkid"], code if well_formed else ""),
         pending["code_hash"])

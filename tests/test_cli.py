@@ -311,3 +311,18 @@ def test_an_unreadable_or_malformed_file_is_named_in_one_line(env, monkeypatch):
     line = refused("clients", "register", "--client-id", "x", "--name", "X", "--jwks", jwks,
                    "--redirect-uri", "https://x.example/cb")
     assert "Permission denied" in line and "jwks.json" in line
+
+
+def test_a_deeply_nested_jwks_file_is_one_line_not_a_traceback(env):
+    path = env / "nested.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    line = refused("clients", "register", "--client-id", "x-dept", "--name", "X", "--jwks",
+                   str(path), "--redirect-uri", "https://x.example/cb")
+    assert "nested.json" in line
+
+
+def test_commands_on_a_postgresql_database_without_its_schema_say_so_in_one_line(
+        env, monkeypatch, pg_schema):
+    monkeypatch.setenv("CDEG_DATABASE_URL", pg_schema)     # `cdeg db upgrade` never ran
+    line = refused("audit", "verify")
+    assert line.startswith("cdeg: database:") and "SELECT" not in line

@@ -131,3 +131,35 @@ def test_client_assertion_with_the_issuer_as_its_only_audience_in_an_array_is_ac
     assertion = _sign_raw(flow.key, _header(flow.key.get("kid")), payload)
     resp = _oauth_call(flow, "/oauth/par", assertion)
     assert resp.status_code == 201, resp.get_json()
+
+
+def test_client_assertion_with_a_lone_surrogate_in_its_jti_is_invalid_client(flow):
+    """JSON can escape a lone surrogate that no UTF-8 key or column can hold."""
+    payload = _assertion_claims(flow, jti='"\\ud800x"')
+    assert '\\ud800' in payload
+    assertion = _sign_raw(flow.key, _header(flow.key.get("kid")), payload)
+    for endpoint in OAUTH_ENDPOINTS:
+        before = ledger_snapshot(flow.gw)
+        _assert_invalid_client(flow, _oauth_call(flow, endpoint, assertion), before)
+
+
+def test_an_unknown_field_named_with_a_lone_surrogate_is_a_plain_ascii_error(flow):
+    detail = json.dumps([{"type": "cdeg_data", "purpose": "ekyc-account-opening",
+                          "access": "once", "data_items": ["identity.name_en"]}])
+    detail = detail[:-2] + ', "\\ud800": 1}]'
+    before = ledger_snapshot(flow.gw)
+    resp = flow.par(authorization_details=detail)
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert body["error"] == "invalid_authorization_details"
+    assert body["error_description"].isascii() and '"' not in body["error_description"]
+    assert ledger_snapshot(flow.gw) == before
+
+
+def test_bearer_token_signed_by_the_gateway_with_a_lone_surrogate_jti_is_401(flow):
+    tokens = flow.tokens()
+    claims = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
+    text = json.dumps(claims).replace(json.dumps(claims["jti"]), '"\\ud800x"')
+    key = flow.gw.keyring.signing_key
+    resp = flow.data(_sign_raw(key, _header(key.get("kid"), "at+jwt"), text))
+    assert resp.status_code == 401, resp.get_data(as_text=True)

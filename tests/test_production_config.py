@@ -36,3 +36,11 @@ def test_production_gateway_built_without_from_env_still_refuses_the_mock_depart
                     redis_url=PRODUCTION["CDEG_REDIS_URL"])
     with pytest.raises(ConfigError, match="CDEG_DEPARTMENTS_URL"):
         create_app(config)
+
+
+@pytest.mark.parametrize("name, value", [("CDEG_DATABASE_URL", "foo://x"),
+                                         ("CDEG_DATABASE_URL", "not a url"),
+                                         ("CDEG_REDIS_URL", "notaurl")])
+def test_a_malformed_service_url_is_refused_naming_the_setting(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({name: value})

@@ -169,3 +169,36 @@ def test_a_real_postgresql_deadlock_is_recognised_as_contention(pg_schema):
         t.join()
     engine.dispose()
     assert len(errors) == 1 and db.is_contention(errors[0])
+
+
+def test_the_second_revocation_pass_does_not_wait_for_a_token_row_a_release_holds(app, backend):
+    """While holding the consent row, revocation's second pass skips token rows another
+    transaction holds (a release waiting for that consent row): waiting would deadlock."""
+    from sqlalchemy import text
+
+    from gateway.store.db import tokens as token_table
+    from gateway.tokens import rows as token_rows
+    flow = Flow(app)
+    first = flow.tokens()
+    gw = flow.gw
+    if backend == "embedded":  # SQLite has no row locks: the pass simply revokes everything
+        with gw.transaction() as conn:
+            token_rows.revoke_for_consent(conn, first["consent_id"], 1, skip_locked=True)
+        assert flow.data(first["access_token"]).status_code == 401
+        return
+    held = gw.db.connect()
+    held.begin()
+    held.execute(select(token_table.c.token_id).where(
+        token_table.c.consent_id == first["consent_id"], token_table.c.kind == "access")
+        .with_for_update())
+    try:
+        with gw.transaction() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            token_rows.revoke_for_consent(conn, first["consent_id"], 1, skip_locked=True)
+    finally:
+        held.rollback()
+        held.close()
+    with gw.db.connect() as conn:
+        kinds = {r.kind: r.revoked_at for r in conn.execute(select(token_table).where(
+            token_table.c.consent_id == first["consent_id"]))}
+    assert kinds["refresh"] == 1 and kinds["access"] is None  # skipped, not waited for

@@ -79,7 +79,7 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
     if done != 1:
         raise TransitionRefused(f"consent changed meanwhile; it is no longer {consent['status']}")
     if ending:  # and any token a code exchange or a refresh committed while we waited
-        token_rows.revoke_for_consent(conn, consent["consent_id"], now)
+        token_rows.revoke_for_consent(conn, consent["consent_id"], now, skip_locked=True)
     chain.append(conn, now, f"consent.{target.value}", client_id=consent["client_id"],
                  subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
                  route=route)

@@ -24,11 +24,13 @@ def expire_consents(limit: int = 500) -> int:
             .limit(limit)).scalars().all()
     done = 0
     for consent_id in stale:
+        def expire(conn, consent_id=consent_id):
+            consent = ledger.get(conn, consent_id)
+            ledger.transition(conn, now, consent, "expired", route="sweep",
+                              subject=ledger.subject_of(gw, consent))
+
         try:
-            with gw.transaction() as conn:
-                consent = ledger.get(conn, consent_id)
-                ledger.transition(conn, now, consent, "expired", route="sweep",
-                                  subject=ledger.subject_of(gw, consent))
+            gw.in_transaction(expire)  # a race lost to a revocation is run again
             done += 1
         except TransitionRefused:
             continue  # changed meanwhile (revoked, decided): nothing to do

@@ -1,6 +1,12 @@
 """RFC 6749 section 5.2 errors, each carrying its code and HTTP status."""
 from __future__ import annotations
 
+import re
+
+# RFC 6749 5.2: error_description MUST NOT hold characters outside %x20-21 / %x23-5B / %x5D-7E
+# (it may echo a client's input, such as an unknown field's name)
+_NOT_ALLOWED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
 
 class OAuthError(Exception):
     error = "invalid_request"
@@ -17,7 +23,7 @@ class OAuthError(Exception):
     def body(self) -> dict:
         body = {"error": self.error}
         if self.description:
-            body["error_description"] = self.description
+            body["error_description"] = _NOT_ALLOWED.sub("?", self.description)[:500]
         return body
 
 

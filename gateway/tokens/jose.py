@@ -29,7 +29,16 @@ def b64url_json(segment: str) -> dict:
         raise TokenError("malformed token") from exc
     if not isinstance(value, dict):
         raise TokenError("malformed token")
+    _encodable(value)
     return value
+
+
+def _encodable(value: dict) -> None:
+    """JSON may escape a lone surrogate (``"\\ud800"``) that no UTF-8 store or key can hold."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError) as exc:
+        raise TokenError("malformed token: not valid Unicode") from exc
 
 
 def unverified_header(token: str) -> dict:
@@ -84,6 +93,7 @@ def verify(token: str, key: jwk.JWK, *, algs: list[str], now: int, issuer: str |
         raise TokenError("token signature or claims invalid") from exc
     if not isinstance(claims, dict):
         raise TokenError("claims must be a JSON object")
+    _encodable(claims)
     for name in ("exp", "iat", "nbf"):
         if name in claims and (not isinstance(claims[name], int) or isinstance(claims[name], bool)):
             raise TokenError(f"{name} must be a number")

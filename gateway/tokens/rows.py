@@ -45,15 +45,19 @@ def revoke(conn: Connection, token_id: str, now: int) -> None:
                                       tokens.c.revoked_at.is_(None)).values(revoked_at=now))
 
 
-def _revoke_where(conn: Connection, now: int, *conditions) -> None:
+def _revoke_where(conn: Connection, now: int, *conditions, skip_locked: bool = False) -> None:
     live = (select(tokens.c.token_id).where(*conditions, tokens.c.revoked_at.is_(None))
-            .order_by(tokens.c.token_id).with_for_update())
+            .order_by(tokens.c.token_id).with_for_update(skip_locked=skip_locked))
     conn.execute(update(tokens).where(tokens.c.token_id.in_(live)).values(revoked_at=now))
 
 
-def revoke_for_consent(conn: Connection, consent_id: str, now: int) -> None:
-    """Every live token of a consent (it was revoked or expired)."""
-    _revoke_where(conn, now, tokens.c.consent_id == consent_id)
+def revoke_for_consent(conn: Connection, consent_id: str, now: int, *,
+                       skip_locked: bool = False) -> None:
+    """Every live token of a consent (it was revoked or expired). ``skip_locked`` for a pass
+    made while holding the consent row: a token row another transaction holds then is one a
+    release waits with for that consent row — it will find the consent ended and release
+    nothing — so waiting for it would only deadlock."""
+    _revoke_where(conn, now, tokens.c.consent_id == consent_id, skip_locked=skip_locked)
 
 
 def revoke_for_code(conn: Connection, code_hash: str, now: int) -> None:
