@@ -11,7 +11,12 @@ A release locks its token row and then the consent; a revocation locks all the c
 rows and then the consent; a code exchange or a refresh locks its code or refresh token and then
 the consent. On PostgreSQL a row lock waited for is re-read once it is free (READ COMMITTED), so
 whichever commits second sees the first: a release that waited for a revocation finds the token
-revoked and releases nothing.
+revoked and releases nothing. The one step taken against this order — a revocation's second pass
+over the consent's tokens, made while it holds the consent row, to catch tokens a code exchange
+or a refresh committed meanwhile — skips rows another transaction holds (``SKIP LOCKED``): such
+a row belongs to a release waiting for this consent row, which will find the consent ended.
+A race lost anyway (a deadlock or serialization failure) is run again by
+``Gateway.in_transaction``.
 """
 from __future__ import annotations
 
