@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from gateway.config import Config, ConfigError
 from gateway.demo.seed import DemoRefused
-from gateway.requester import RequesterError
+from gateway.requester_registry import RequesterError
 from policies.engine import PolicyError
 
 
@@ -99,29 +99,29 @@ def worker(burst: bool):
     SimpleWorker([queue_for(gw)], connection=gw.redis.client).work(burst=burst)
 
 
-@main.group(help="The database schema.")
-def db():
+@main.group("db", help="The database schema.")
+def db_group():
     pass
 
 
-@db.command("upgrade", help="Create or migrate the schema.")
+@db_group.command("upgrade", help="Create or migrate the schema.")
 def db_upgrade():
-    from gateway.store import db as store
+    from gateway.store import db
     config = _config()
-    engine = store.make_engine(config.sqlalchemy_url)
+    engine = db.make_engine(config.sqlalchemy_url)
     Path(config.instance_dir).mkdir(parents=True, exist_ok=True)
-    store.upgrade(engine)
+    db.upgrade(engine)
     click.echo(f"schema up to date in {engine.url.render_as_string(hide_password=True)}")
 
 
-@main.command(help="Load the demo data (refused under CDEG_ENV=production).")
+@main.command("seed", help="Load the demo data (refused under CDEG_ENV=production).")
 @click.option("--demo", is_flag=True, required=True, help="Load the demo requesters and citizen.")
-def seed(demo: bool):
-    from gateway.demo.seed import seed as run_seed
+def seed_command(demo: bool):
+    from gateway.demo import seed
     config = _config()
     if config.production:
         raise CliError("demo data is refused under CDEG_ENV=production")
-    done = run_seed(_gateway(config))
+    done = seed.seed(_gateway(config))
     click.echo(f"seeded requesters: {', '.join(done)}")
 
 
@@ -156,7 +156,7 @@ def clients():
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name-zh", default=None)
 def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_file, name_zh):
-    from gateway import requester
+    from gateway import requester_registry
     from policies.engine import load_file
     try:
         jwks = json.loads(Path(jwks_file).read_text(encoding="utf-8"))
@@ -166,7 +166,7 @@ def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_fil
     config = _config()
     gw = _gateway(config)
     with gw.transaction() as conn:
-        requester.register(conn, gw.clock.now(), client_id=client_id, name=name,
+        requester_registry.register(conn, gw.clock.now(), client_id=client_id, name=name,
                            name_zh=name_zh, jwks=jwks, redirect_uris=list(redirect_uris),
                            kind=kind, policy=policy, demo=config.demo)
     click.echo(f"registered {client_id} ({kind})")

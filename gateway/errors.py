@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from gateway.consent.lifecycle import ConsentError, ConsentNotFound
 from gateway.exchange.release import ReleaseError
 from gateway.oauth.errors import OAuthError
-from gateway.requester import UnknownRequester
+from gateway.requester_registry import UnknownRequester
 from gateway.store.db import is_contention
 from gateway.store.redis import RedisUnavailable
 from gateway.throttle import Throttled

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from gateway import requester as requesters
+from gateway import requester_registry
 from gateway.clock import Clock
 from gateway.config import ACCESS_TOKEN_TTL, Config
 from gateway.exchange.router import Router
@@ -72,7 +72,7 @@ class Gateway:
         self.departments = DepartmentsClient(config.departments_url, config.connector_timeout,
                                              in_process=departments)
         self.router = Router(self.departments)
-        self.client_keys = requesters.KeyCache()
+        self.client_keys = requester_registry.KeyCache()
         if config.production:
             self._refuse_demo_data()
 
@@ -83,8 +83,8 @@ class Gateway:
         with self.db.connect() as conn:
             for entry in demo_requesters():
                 try:
-                    row = requesters.get(conn, entry["client_id"])
-                except requesters.UnknownRequester:
+                    row = requester_registry.get(conn, entry["client_id"])
+                except requester_registry.UnknownRequester:
                     continue
                 if row["jwks"] == public_jwks(entry["client_id"]):
                     raise ConfigError(f"production instance holds demo requester "
@@ -116,7 +116,7 @@ class Gateway:
         raise AssertionError("unreachable")
 
     def requester(self, conn, client_id: str) -> dict:
-        return requesters.get(conn, client_id)
+        return requester_registry.get(conn, client_id)
 
     def close(self) -> None:
         if self.router.pool is not None:

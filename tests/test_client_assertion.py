@@ -144,12 +144,12 @@ def test_another_endpoint_url_is_not_an_audience(flow):
 
 
 def test_weak_or_unsuitable_client_keys_cannot_be_registered(flow):
-    from gateway import requester
+    from gateway import requester_registry
     weak = jwk.JWK.generate(kty="RSA", size=1024, kid="weak")
     p384 = jwk.JWK.generate(kty="EC", crv="P-384", kid="p384")
     for key, why in ((weak, "2048"), (p384, "P-256")):
-        with flow.gw.transaction() as conn, pytest.raises(requester.RequesterError, match=why):
-            requester.register(conn, 0, client_id="weak-bank", name="Weak", kind="fi",
+        with flow.gw.transaction() as conn, pytest.raises(requester_registry.RequesterError, match=why):
+            requester_registry.register(conn, 0, client_id="weak-bank", name="Weak", kind="fi",
                                jwks={"keys": [key.export_public(as_dict=True)]},
                                redirect_uris=["https://weak.example/cb"])
 

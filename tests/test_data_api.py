@@ -174,12 +174,12 @@ def test_signed_answer_verifies_with_the_published_keys(flow, tokens):
 
 
 def test_narrowing_the_policy_narrows_a_live_consent_at_the_next_call(flow, tokens):
-    from gateway import requester
+    from gateway import requester_registry
     with flow.gw.transaction() as conn:
-        row = requester.get(conn, flow.client_id)
+        row = requester_registry.get(conn, flow.client_id)
         policy = json.loads(json.dumps(row["policy"]))
         policy["purposes"]["ekyc-account-opening"]["items"]["required"].remove("address.residential")
-        requester.register(conn, 0, demo=True, client_id=row["client_id"], name=row["name"],
+        requester_registry.register(conn, 0, demo=True, client_id=row["client_id"], name=row["name"],
                            jwks=row["jwks"], redirect_uris=row["redirect_uris"], kind=row["kind"],
                            policy=policy)
     body = flow.data(tokens["access_token"]).get_json()

@@ -1,18 +1,18 @@
 """Second-factor guessing: a fixed number of code guesses per citizen, however many addresses
-guess, and no lockout of the citizen's own browser (the design is in gateway/login.py)."""
+guess, and no lockout of the citizen's own browser (the design is in gateway/mock_iam_smart.py)."""
 from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway import login, throttle
+from gateway import mock_iam_smart, throttle
 
 from .flow import HKID, Flow
 
 ATTACKER_HKID = "G123456(A)"  # the attacker's own identity, also known to ImmD
 
 
-def _at_window_start(clock, window: int = login.WINDOW) -> None:
+def _at_window_start(clock, window: int = mock_iam_smart.WINDOW) -> None:
     """Move the gateway clock to the start of a window, so no test straddles one by chance."""
     clock.advance(window - clock.now() % window)
 
@@ -55,7 +55,7 @@ def _hammer(app, addresses: range, hkid: str = HKID, prefix: str = "10.66") -> d
     for i in addresses:
         browser = Browser(app, f"{prefix}.{i // 250}.{i % 250 + 1}")
         wrong = _wrong(browser.start(hkid))
-        for _ in range(login.MAX_ATTEMPTS):
+        for _ in range(mock_iam_smart.MAX_ATTEMPTS):
             resp = browser.enter(wrong)
             if resp.status_code == 429:
                 assert int(resp.headers["Retry-After"]) >= 1
@@ -71,23 +71,23 @@ def test_code_guesses_per_citizen_are_bounded_however_many_addresses_guess(app, 
     right code is not compared for a browser that never logged in as the citizen."""
     _at_window_start(clock)
     seen = _hammer(app, range(30))
-    assert seen["compared"] == login.UNMARKED_WRONG_CODES == 10
+    assert seen["compared"] == mock_iam_smart.UNMARKED_WRONG_CODES == 10
     assert seen["refused"] == 30 - 2
     newcomer = Browser(app, "10.77.0.1")
     resp = newcomer.enter(newcomer.start())
     assert resp.status_code == 429 and "Too many wrong codes" in resp.get_data(as_text=True)
-    clock.advance(login.WINDOW)  # the next window: the budget is back
+    clock.advance(mock_iam_smart.WINDOW)  # the next window: the budget is back
     assert newcomer.log_in().status_code == 303
 
 
 def test_code_guesses_per_citizen_are_bounded_per_day(app, clock):
-    _at_window_start(clock, login.DAY)
+    _at_window_start(clock, mock_iam_smart.DAY)
     compared = []
     for window in range(6):
         compared.append(_hammer(app, range(window * 4, window * 4 + 4))["compared"])
-        clock.advance(login.WINDOW)
+        clock.advance(mock_iam_smart.WINDOW)
     assert compared == [10, 10, 10, 10, 10, 0]
-    assert sum(compared) == login.UNMARKED_WRONG_CODES_A_DAY == 50
+    assert sum(compared) == mock_iam_smart.UNMARKED_WRONG_CODES_A_DAY == 50
 
 
 def test_citizen_logs_in_from_own_browser_while_others_hammer_the_hkid(app, clock):
@@ -109,11 +109,11 @@ def test_a_device_mark_of_another_citizen_buys_no_guesses(app, clock):
     attacker = Browser(app, "10.66.200.1")
     assert attacker.log_in(ATTACKER_HKID).status_code == 303  # a genuine mark, for G123456(A)
     attacker.log_out()
-    assert attacker.client.get_cookie(login.DEVICE_COOKIE, path="/login") is not None
+    assert attacker.client.get_cookie(mock_iam_smart.DEVICE_COOKIE, path="/login") is not None
     _hammer(app, range(3))  # spends the budget shared by unmarked browsers
     assert attacker.enter(_wrong(attacker.start())).status_code == 429
     forged = Browser(app, "10.66.200.2")
-    forged.client.set_cookie(login.DEVICE_COOKIE, "abc.0123456789abcdef0123456789abcdef",
+    forged.client.set_cookie(mock_iam_smart.DEVICE_COOKIE, "abc.0123456789abcdef0123456789abcdef",
                              path="/login")
     assert forged.enter(_wrong(forged.start())).status_code == 429
 
@@ -121,26 +121,26 @@ def test_a_device_mark_of_another_citizen_buys_no_guesses(app, clock):
 def test_parallel_guesses_cannot_pass_the_citizen_budget(gw, clock):
     """Budget units are reserved before the code is compared, in one MULTI."""
     _at_window_start(clock)
-    pending = [login.start(gw, HKID) for _ in range(30)]
+    pending = [mock_iam_smart.start(gw, HKID) for _ in range(30)]
 
     def guess(started):
         logged_in, code = started
         try:
-            login.verify(gw, dict(logged_in), _wrong(code))
+            mock_iam_smart.verify(gw, dict(logged_in), _wrong(code))
         except throttle.Throttled:
             return "refused"
-        except login.LoginError:
+        except mock_iam_smart.LoginError:
             return "compared"
         return "logged in"
     with ThreadPoolExecutor(max_workers=10) as pool:
         outcomes = list(pool.map(guess, pending))
-    assert outcomes.count("compared") == login.UNMARKED_WRONG_CODES
-    assert outcomes.count("refused") == 30 - login.UNMARKED_WRONG_CODES
+    assert outcomes.count("compared") == mock_iam_smart.UNMARKED_WRONG_CODES
+    assert outcomes.count("refused") == 30 - mock_iam_smart.UNMARKED_WRONG_CODES
 
 
 def test_right_codes_cost_no_budget(app, clock):
     """A citizen who logs in many times from new browsers never spends the budget."""
     _at_window_start(clock)
-    for i in range(login.UNMARKED_WRONG_CODES + 3):
+    for i in range(mock_iam_smart.UNMARKED_WRONG_CODES + 3):
         assert Browser(app, f"10.5.0.{i + 1}").log_in().status_code == 303
-    assert _hammer(app, range(3))["compared"] == login.UNMARKED_WRONG_CODES
+    assert _hammer(app, range(3))["compared"] == mock_iam_smart.UNMARKED_WRONG_CODES

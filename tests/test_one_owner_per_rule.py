@@ -1,4 +1,4 @@
-"""Each rule has one home: nothing but gateway/tokens/rows.py writes the tokens table, and
+"""Each rule has one home: nothing but gateway/tokens/token_rows.py writes the tokens table, and
 nothing but gateway/consent/liveness.py spells out when a consent is live."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _offenders(pattern: str, home: str) -> list[str]:
 
 def test_only_the_token_rows_module_writes_the_tokens_table():
     assert _offenders(r"tokens\.insert\(|update\(tokens\)|delete\(tokens\)|UPDATE tokens|"
-                      r"INSERT INTO tokens", "gateway/tokens/rows.py") == []
+                      r"INSERT INTO tokens", "gateway/tokens/token_rows.py") == []
 
 
 def test_only_the_liveness_module_says_when_a_consent_is_live():

@@ -7,7 +7,7 @@ import copy
 
 from sqlalchemy import update
 
-from gateway import requester
+from gateway import requester_registry
 from gateway.store.db import requesters
 
 PURPOSE = "ekyc-account-opening"
@@ -15,7 +15,7 @@ PURPOSE = "ekyc-account-opening"
 
 def _narrow(flow, change):
     with flow.gw.transaction() as conn:
-        policy = copy.deepcopy(requester.get(conn, flow.client_id)["policy"])
+        policy = copy.deepcopy(requester_registry.get(conn, flow.client_id)["policy"])
         change(policy["purposes"][PURPOSE])
         conn.execute(update(requesters).where(requesters.c.client_id == flow.client_id)
                      .values(policy=policy))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
-from gateway import requester
+from gateway import requester_registry
 from gateway.store.db import requesters
 
 # The review's case first: a netloc that would end form-action and add directives.
@@ -56,8 +56,8 @@ BAD = [
 
 @pytest.mark.parametrize("uri", BAD)
 def test_registration_refuses_a_malformed_redirect_uri_with_a_one_line_reason_naming_it(uri):
-    with pytest.raises(requester.RequesterError) as refused:
-        requester.check_redirect_uri(uri, demo=True)
+    with pytest.raises(requester_registry.RequesterError) as refused:
+        requester_registry.check_redirect_uri(uri, demo=True)
     reason = str(refused.value)
     assert "\n" not in reason and "\r" not in reason
     assert reason.startswith(f"redirect URI {uri!r}: "), reason
@@ -76,8 +76,8 @@ GOOD = [
 
 @pytest.mark.parametrize("uri, origin", GOOD)
 def test_a_good_https_redirect_uri_is_accepted_and_its_origin_rebuilt_from_its_parts(uri, origin):
-    assert requester.check_redirect_uri(uri, demo=False) == uri    # stored as given
-    assert requester.csp_origin(uri) == origin
+    assert requester_registry.check_redirect_uri(uri, demo=False) == uri    # stored as given
+    assert requester_registry.csp_origin(uri) == origin
 
 
 LOOPBACK = ["http://127.0.0.1:9100/callback", "http://localhost:9000/cb", "http://[::1]:9000/cb",
@@ -86,29 +86,29 @@ LOOPBACK = ["http://127.0.0.1:9100/callback", "http://localhost:9000/cb", "http:
 
 @pytest.mark.parametrize("uri", LOOPBACK)
 def test_http_on_a_loopback_host_is_accepted_in_demo_mode(uri):
-    assert requester.check_redirect_uri(uri, demo=True) == uri
+    assert requester_registry.check_redirect_uri(uri, demo=True) == uri
 
 
 @pytest.mark.parametrize("uri", LOOPBACK)
 def test_http_on_a_loopback_host_is_refused_in_production(uri):
-    with pytest.raises(requester.RequesterError, match="demo mode only"):
-        requester.check_redirect_uri(uri, demo=False)
+    with pytest.raises(requester_registry.RequesterError, match="demo mode only"):
+        requester_registry.check_redirect_uri(uri, demo=False)
 
 
 def test_register_refuses_http_loopback_unless_told_it_is_demo_mode(gw):
     with gw.transaction() as conn:
-        row = requester.get(conn, "bank-of-example")
+        row = requester_registry.get(conn, "bank-of-example")
     args = dict(client_id="bank-of-example", name=row["name"], jwks=row["jwks"], kind=row["kind"],
                 policy=row["policy"], redirect_uris=["http://127.0.0.1:9100/callback"])
-    with gw.transaction() as conn, pytest.raises(requester.RequesterError, match="demo mode only"):
-        requester.register(conn, 0, **args)
+    with gw.transaction() as conn, pytest.raises(requester_registry.RequesterError, match="demo mode only"):
+        requester_registry.register(conn, 0, **args)
     with gw.transaction() as conn:
-        requester.register(conn, 0, demo=True, **args)
+        requester_registry.register(conn, 0, demo=True, **args)
 
 
 @pytest.mark.parametrize("uri", [INJECTING, "https://a.example,script-src *"])
 def test_csp_origin_is_none_for_a_uri_that_is_not_a_clean_origin(uri):
-    assert requester.csp_origin(uri) is None
+    assert requester_registry.csp_origin(uri) is None
 
 
 def _directives(csp: str) -> dict:

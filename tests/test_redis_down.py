@@ -102,10 +102,10 @@ def test_login_code_is_not_compared_while_redis_is_down(outage):
     """The wrong-code budgets live in Redis: without it no code is compared (503, never 500)."""
     import re
 
-    from gateway import login
+    from gateway import mock_iam_smart
     from gateway.store.redis import RedisUnavailable
     server, flow = outage
-    pending, code = login.start(flow.gw, "A123456(3)")
+    pending, code = mock_iam_smart.start(flow.gw, "A123456(3)")
     page = flow.browser.get("/login").get_data(as_text=True)
     started = flow.browser.post("/login", data={"csrf_token": flow.csrf(page),
                                                 "hkid": "A123456(3)"})
@@ -113,7 +113,7 @@ def test_login_code_is_not_compared_while_redis_is_down(outage):
     shown = re.search(r'id="demo-code">(\d{6})<', page).group(1)
     server.stop()
     with pytest.raises(RedisUnavailable):
-        login.verify(flow.gw, pending, code)
+        mock_iam_smart.verify(flow.gw, pending, code)
     resp = flow.browser.post("/login/code", data={"csrf_token": flow.csrf(page), "code": shown})
     assert resp.status_code == 503 and resp.headers["Retry-After"]
     assert "Traceback" not in resp.get_data(as_text=True)

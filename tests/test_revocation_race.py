@@ -177,7 +177,7 @@ def test_the_second_revocation_pass_does_not_wait_for_a_token_row_a_release_hold
     from sqlalchemy import text
 
     from gateway.store.db import tokens as token_table
-    from gateway.tokens import rows as token_rows
+    from gateway.tokens import token_rows
     flow = Flow(app)
     first = flow.tokens()
     gw = flow.gw

@@ -239,13 +239,13 @@ def test_repeated_items_parameter_is_refused(flow):
 
 def test_approving_after_the_policy_withdrew_the_purpose_issues_no_code(flow):
     import json as _json
-    from gateway import requester
+    from gateway import requester_registry
     request_uri = flow.par().get_json()["request_uri"]
     with flow.gw.transaction() as conn:
-        row = requester.get(conn, flow.client_id)
+        row = requester_registry.get(conn, flow.client_id)
         policy = _json.loads(_json.dumps(row["policy"]))
         policy["purposes"]["other-purpose"] = policy["purposes"].pop("ekyc-account-opening")
-        requester.register(conn, 0, demo=True, client_id=row["client_id"], name=row["name"],
+        requester_registry.register(conn, 0, demo=True, client_id=row["client_id"], name=row["name"],
                            jwks=row["jwks"], redirect_uris=row["redirect_uris"],
                            kind=row["kind"], policy=policy)
     flow.login()

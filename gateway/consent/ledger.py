@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.audit import chain
 from gateway.store.db import consents
-from gateway.tokens import rows as token_rows
+from gateway.tokens import token_rows
 
 from .lifecycle import ConsentNotFound, Status, TransitionRefused, next_status
 
@@ -93,7 +93,7 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
 
 def subject_of(gw, consent: dict) -> str | None:
     """The pairwise pseudonym the consent's requester knows the citizen by (None before login)."""
-    from gateway.citizen import pairwise_subject
+    from gateway.citizens import pairwise_subject
     if not consent.get("subject_id"):
         return None
     return pairwise_subject(gw.pairwise_secret, consent["subject_id"], consent["client_id"])

@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 from sqlalchemy import func, select
 
-from gateway import citizen as citizens
-from gateway import requester as requesters
-from gateway.store.db import requesters as requesters_table
+from gateway import citizens
+from gateway import requester_registry
+from gateway.store.db import requesters
 from policies.engine import POLICY_DIR, load_file
 
 HERE = Path(__file__).parent
@@ -37,7 +37,7 @@ def public_jwks(client_id: str) -> dict:
 
 def is_empty(gw) -> bool:
     with gw.db.connect() as conn:
-        return conn.execute(select(func.count()).select_from(requesters_table)).scalar() == 0
+        return conn.execute(select(func.count()).select_from(requesters)).scalar() == 0
 
 
 def seed(gw) -> list[str]:
@@ -47,7 +47,7 @@ def seed(gw) -> list[str]:
     with gw.transaction() as conn:
         now = gw.clock.now()
         for entry in demo_requesters():
-            requesters.register(conn, now, client_id=entry["client_id"], name=entry["name"],
+            requester_registry.register(conn, now, client_id=entry["client_id"], name=entry["name"],
                                 name_zh=entry.get("name_zh"), kind=entry["kind"],
                                 jwks=public_jwks(entry["client_id"]),
                                 redirect_uris=entry["redirect_uris"], demo=gw.config.demo,

@@ -9,7 +9,7 @@ future but at most 5 minutes ahead; ``iat`` not more than 60 s ahead; ``jti`` ne
 """
 from __future__ import annotations
 
-from gateway import requester as requesters
+from gateway import requester_registry
 from gateway.store.redis import RedisUnavailable
 from gateway.tokens import jose
 from gateway.tokens.errors import TokenError
@@ -35,8 +35,8 @@ def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
     if form.get("client_id") is not None and form.get("client_id") != client_id:
         raise InvalidClient("client_id does not match the assertion's iss")
     try:
-        requester = requesters.get(conn, client_id)
-    except requesters.UnknownRequester as exc:
+        requester = requester_registry.get(conn, client_id)
+    except requester_registry.UnknownRequester as exc:
         raise InvalidClient("unknown client") from exc
     kid = header.get("kid")
     if kid is None and len(requester["jwks"]["keys"]) == 1:

@@ -11,14 +11,14 @@ from urllib.parse import urlencode
 from marshmallow import ValidationError
 from sqlalchemy import select, update
 
-from gateway import citizen as citizens
+from gateway import citizens
 from gateway.config import AUTHORIZATION_CODE_TTL, PUSHED_REQUEST_TTL
 from gateway.audit import chain
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import ConsentError, Status
 from gateway.store.db import authorization_codes, pushed_requests
 from gateway.tokens import access
-from gateway.tokens import rows as token_rows
+from gateway.tokens import token_rows
 from policies.engine import PolicyError, check_consent, check_request, max_duration_seconds
 from schemas.authorization import PushedRequestSchema, parse_authorization_details
 from schemas.duration import seconds

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import make_response, redirect, request, session, url_for
 
-from gateway import login as mock_iam_smart
+from gateway import mock_iam_smart
 from gateway import throttle
 
 from .i18n import translator

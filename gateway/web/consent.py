@@ -5,10 +5,10 @@ from urllib.parse import urlencode
 
 from flask import g, redirect, request, session, url_for
 
-from gateway.consent import citizen as citizen_consents
-from gateway.citizen import by_subject
+from gateway.consent import citizen_view
+from gateway.citizens import by_subject
 from gateway.oauth import grant
-from gateway.requester import csp_origin
+from gateway.requester_registry import csp_origin
 
 from .pages import bp, check_csrf, gw, lang, render, signed_in
 
@@ -28,7 +28,7 @@ def authorize_page():
         pushed = grant.load_pushed(gw(), conn, client_id, request_uri)
     if not signed_in():
         return _login_redirect()
-    view = citizen_consents.preview(gw(), pushed, signed_in(), lang())
+    view = citizen_view.preview(gw(), pushed, signed_in(), lang())
     g.form_action_extra = csp_origin(pushed["redirect_uri"])   # None: not a clean origin
     return render("consent.html", request_uri=request_uri, **view)
 

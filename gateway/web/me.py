@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import redirect, session, url_for
 
-from gateway.consent import citizen as citizen_consents
+from gateway.consent import citizen_view
 
 from .i18n import translator
 from .pages import bp, check_csrf, gw, lang, render, signed_in
@@ -16,7 +16,7 @@ def me():
     notice = None
     if session.pop("revoked", None):
         notice = translator(lang())[0]("me.revoked_notice")
-    return render("me.html", consents=citizen_consents.overview(gw(), signed_in(), lang()),
+    return render("me.html", consents=citizen_view.overview(gw(), signed_in(), lang()),
                   notice=notice)
 
 
@@ -25,7 +25,7 @@ def revoke(consent_id: str):
     check_csrf()
     if not signed_in():
         return redirect(url_for("web.login_page", next="/me"), code=303)
-    citizen_consents.revoke(gw(), signed_in(), consent_id[:64])
+    citizen_view.revoke(gw(), signed_in(), consent_id[:64])
     session["revoked"] = True
     return redirect(url_for("web.me"), code=303)
 

@@ -57,7 +57,7 @@ import re
 import secrets
 
 from connectors.base import ConnectorError, SubjectNotFound
-from gateway import citizen as citizens
+from gateway import citizens
 from gateway import throttle
 from schemas.hkid import InvalidHKID, normalise
 

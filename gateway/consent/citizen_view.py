@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from gateway.audit import chain
-from gateway.citizen import by_subject
+from gateway.citizens import by_subject
 from gateway.clock import rfc3339
 from gateway.exchange.router import ExchangeError
 from gateway.store.db import consents, requesters
