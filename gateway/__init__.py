@@ -11,6 +11,7 @@ import secrets
 
 from flask import Flask, g, request
 
+from gateway import runtime
 from gateway.config import Config
 from gateway.instance import Gateway
 
@@ -34,7 +35,7 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     config = config or Config.from_env()
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
     gw = Gateway(config, clock=clock, departments=departments)
-    app.extensions["cdeg"] = gw
+    app.extensions[runtime.EXTENSION] = gw
     app.config.update(
         CDEG_ISSUER=config.issuer,
         MAX_CONTENT_LENGTH=config.max_body_bytes,
@@ -49,16 +50,13 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     from gateway.web.session import RedisSessionInterface
     app.session_interface = RedisSessionInterface(gw)
 
-    from gateway import errors, wellknown
-    from gateway.api.data import bp as api_bp
-    from gateway.oauth.views import bp as oauth_bp
-    from gateway.web import auth, consent, me  # noqa: F401 - they register their routes
-    from gateway.web.pages import bp as web_bp
-    app.register_blueprint(wellknown.bp)
-    app.register_blueprint(oauth_bp)
-    app.register_blueprint(api_bp)
-    app.register_blueprint(web_bp)
-    errors.init_app(app)
+    from gateway import http_errors, wellknown
+    from gateway.api import data
+    from gateway.oauth import views
+    from gateway.web import auth, consent, me, pages  # noqa: F401 - they register their routes
+    for blueprint in (wellknown.bp, views.bp, data.bp, pages.bp):  # each with its renderer
+        app.register_blueprint(blueprint)
+    http_errors.init_app(app)
 
     @app.before_request
     def _request_id():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 from sqlalchemy.exc import DBAPIError
-
 from gateway.config import Config, ConfigError
 from gateway.demo.seed import DemoRefused
+from gateway.errors import GatewayError
 from gateway.requester_registry import RequesterError
 from policies.engine import PolicyError
 
@@ -27,8 +27,10 @@ class CliError(click.ClickException):
 # The project's error families an operator meets (bad settings, a refused registration or
 # policy, a file that cannot be read or parsed, a database that does not answer). Anything
 # else is a bug and keeps its traceback.
+# (a database that does not answer is already DatabaseUnavailable, a GatewayError; a database
+# error the engine leaves as it is — a schema missing, say — is the operator's too)
 OPERATOR_ERRORS = (ConfigError, RequesterError, PolicyError, DemoRefused, OSError,
-                   json.JSONDecodeError, UnicodeDecodeError, DBAPIError)
+                   json.JSONDecodeError, UnicodeDecodeError, GatewayError, DBAPIError)
 
 
 def _reason(exc: BaseException) -> str:
@@ -72,10 +74,13 @@ def serve(host: str, port: int):
 
     from gateway import create_app
     from gateway.demo.seed import is_empty, seed
+    from gateway import runtime
+    from gateway.jobs import outbox
     overrides = {} if os.environ.get("CDEG_ISSUER") else {"issuer": f"http://{host}:{port}"}
     config = _config(**overrides)
     app = create_app(config)
-    gw = app.extensions["cdeg"]
+    gw = runtime.of(app)
+    outbox.relay_quietly(gw)  # work a crash left committed but not handed on
     if config.demo and is_empty(gw):
         seeded = seed(gw)
         click.echo(f"seeded demo data: requesters {', '.join(seeded)}; citizen CHAN Tai Man A123456(3)")
@@ -87,16 +92,11 @@ def serve(host: str, port: int):
 @main.command(help="Run an RQ worker on CDEG_REDIS_URL.")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool):
-    from rq import SimpleWorker
-
-    from gateway.jobs.runtime import use_gateway
-    from gateway.store.queue import queue_for
+    from gateway.jobs import worker as jobs_worker
     config = _config()
     if not config.redis_url:
         raise CliError("CDEG_REDIS_URL is not set: embedded instances run jobs inline")
-    gw = _gateway(config)
-    use_gateway(gw)
-    SimpleWorker([queue_for(gw)], connection=gw.redis.client).work(burst=burst)
+    jobs_worker.work(_gateway(config), burst=burst)
 
 
 @main.group("db", help="The database schema.")
@@ -104,14 +104,21 @@ def db_group():
     pass
 
 
-@db_group.command("upgrade", help="Create or migrate the schema.")
+@db_group.command("upgrade", help="Create or migrate the schema (Alembic, to the newest revision).")
 def db_upgrade():
+    from alembic.util import CommandError
+
     from gateway.store import db
     config = _config()
     engine = db.make_engine(config.sqlalchemy_url)
-    Path(config.instance_dir).mkdir(parents=True, exist_ok=True)
-    db.upgrade(engine)
-    click.echo(f"schema up to date in {engine.url.render_as_string(hide_password=True)}")
+    try:
+        revision = db.upgrade(engine)
+    except CommandError as exc:     # Alembic's own refusals (a broken revision chain)
+        raise CliError(f"migrations: {exc}") from exc
+    finally:
+        engine.dispose()
+    click.echo(f"schema up to date at revision {revision} in "
+               f"{engine.url.render_as_string(hide_password=True)}")
 
 
 @main.command("seed", help="Load the demo data (refused under CDEG_ENV=production).")

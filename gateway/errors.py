@@ -1,194 +1,134 @@
-"""Every error family mapped to HTTP, once.
+"""The gateway's errors: one family, each class carrying its HTTP meaning (status, problem type,
+headers), so nothing later maps a reason string with ``if``. The domain raises them without
+knowing Flask; ``gateway/http_errors.py`` renders them once, in the shape of the blueprint that
+served the request.
 
-    /oauth/* (JSON endpoints)   RFC 6749 section 5.2: {"error", "error_description"}
-    /api/*, /cdi/*              RFC 9457 application/problem+json: type, title, status, detail, errors
-    bearer failures             401 + WWW-Authenticate: Bearer error="invalid_token" (RFC 6750)
-    citizen pages               an HTML page in the citizen's language
-Nothing here ever shows a stack trace; an unexpected fault is logged (without personal data)
-and answered 500 in the same shapes.
+    GatewayError                   500 internal
+    ├── BadRequest                 400 bad-request       (an ``errors`` map names the fields)
+    │   ├── UnknownRequester       400 unknown-client    requester_registry
+    │   └── FormExpired            400 bad-request       web: a citizen form without its CSRF token
+    ├── InvalidToken               401 invalid-token     Bearer error="invalid_token" (RFC 6750)
+    │   └── TokenError             401                   tokens: a JWS or JWT refused
+    ├── OutsideConsent             403 outside-consent   Bearer error="insufficient_scope"
+    ├── ConsentError               409 consent-state     consent
+    │   ├── ConsentNotFound        404 not-found         (another's consent looks the same)
+    │   └── TransitionRefused      409 consent-state     the lifecycle does not allow it
+    ├── Throttled                  429 too-many-requests Retry-After
+    ├── Unavailable                503 unavailable       Retry-After
+    │   ├── StoreUnavailable       503                   store/redis: Redis did not answer
+    │   ├── DatabaseUnavailable    503                   store/db: the database did not answer
+    │   ├── Contention             503 contention        store/db: a concurrent change won
+    │   └── SourceUnavailable      503 source-unavailable exchange: a department did not answer
+    └── OAuthError                 400 (RFC 6749 5.2 code) oauth/errors: invalid_client 401, ...
+
+Library exceptions become these where they arise, once: Redis errors in ``store/redis.py``,
+SQLAlchemy's in the engine's ``handle_error`` hook (``store/db.py``), connector errors in
+``exchange/router.py``. The ``message`` of a class is an i18n key for the citizen pages.
 """
 from __future__ import annotations
 
-import logging
-import re
 
-from flask import Flask, g, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+class GatewayError(Exception):
+    status = 500
+    problem = "internal"
+    message = "error.internal"          # citizen pages: a key of gateway/web/i18n.py
+    bearer_error: str | None = None     # set: the 401/403 carries WWW-Authenticate: Bearer
+    default_detail = "the gateway could not complete the request"
 
-from gateway.consent.lifecycle import ConsentError, ConsentNotFound
-from gateway.exchange.release import ReleaseError
-from gateway.oauth.errors import OAuthError
-from gateway.requester_registry import UnknownRequester
-from gateway.store.db import is_contention
-from gateway.store.redis import RedisUnavailable
-from gateway.throttle import Throttled
-from gateway.tokens.errors import TokenError
-from sqlalchemy.exc import DBAPIError, OperationalError
-from redis.exceptions import RedisError
-
-log = logging.getLogger("cdeg")
-
-TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-          405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
-          413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-          429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
-
-
-class ApiProblem(Exception):
-    """An /api or /cdi error, rendered as RFC 9457 problem details."""
-
-    def __init__(self, status: int, slug: str, detail: str, *, errors: dict | None = None,
+    def __init__(self, detail: str | None = None, *, errors: dict | None = None,
                  headers: dict | None = None):
-        super().__init__(detail)
-        self.status, self.slug, self.detail = status, slug, detail
-        self.errors, self.headers = errors, headers or {}
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+        self.errors = errors or {}
+        self.headers = dict(headers or {})
 
 
-def _edge() -> str:
-    path = request.path
-    if path.startswith(("/api/", "/cdi/")):
-        return "problem"
-    if path.startswith("/oauth/") and path != "/oauth/authorize":
-        return "oauth"
-    if path.startswith(("/.well-known/", "/jwks.json", "/healthz", "/readyz")):
-        return "problem"
-    return "page"
+class BadRequest(GatewayError):
+    status, problem, message = 400, "bad-request", "error.bad_request"
+    default_detail = "bad request"
 
 
-def problem(status: int, slug: str, detail: str, *, errors=None, headers=None):
-    from flask import current_app
-    body = {"type": f"{current_app.config['CDEG_ISSUER']}/problems/{slug}",
-            "title": TITLES.get(status, "Error"), "status": status, "detail": detail}
-    if errors:
-        body["errors"] = errors
-    resp = jsonify(body)
-    resp.status_code = status
-    resp.mimetype = "application/problem+json"
-    for k, v in (headers or {}).items():
-        resp.headers[k] = v
-    return resp
+class UnknownRequester(BadRequest):
+    problem = "unknown-client"
+    default_detail = "unknown client"
 
 
-_HEADER_SAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+class FormExpired(BadRequest):
+    message = "error.csrf"
+    default_detail = "the form expired or did not come from this site; reload the page"
 
 
-def bearer_refused(detail: str, status: int = 401, error: str = "invalid_token"):
-    resp = problem(status, error.replace("_", "-"), detail)
-    said = _HEADER_SAFE.sub("", detail)[:200]  # RFC 6750 3: error_description's characters
-    resp.headers["WWW-Authenticate"] = f'Bearer error="{error}", error_description="{said}"'
-    return resp
+class NotAcceptable(GatewayError):
+    status, problem, message = 406, "not-acceptable", "error.bad_request"
 
 
-def _page(status: int, message: str):
-    try:
-        return render_template("error.html", status=status, message=message), status
-    except Exception:  # noqa: BLE001 - the error page itself must never fail
-        log.error("error page could not render (%s)", status)
-        from markupsafe import escape
-        return f"<!doctype html><title>Error</title><p>{escape(message)}</p>", status
+class MethodNotAllowed(GatewayError):
+    status, problem, message = 405, "method-not-allowed", "error.bad_request"
 
 
-def _generic(status: int, slug: str, detail: str, headers=None):
-    edge = _edge()
-    if edge == "oauth":
-        error = {401: "invalid_client", 503: "temporarily_unavailable", 429: "slow_down",
-                 500: "server_error"}.get(status, "invalid_request")
-        resp = jsonify(error=error, error_description=detail)
-        resp.status_code = status
-    elif edge == "problem":
-        resp = problem(status, slug, detail)
-    else:
-        body, code = _page(status, detail)
-        from flask import make_response
-        resp = make_response(body, code)
-    for k, v in (headers or {}).items():
-        resp.headers[k] = v
-    return resp
+class InvalidToken(GatewayError):
+    status, problem, message, bearer_error = 401, "invalid-token", "error.bad_request", \
+        "invalid_token"
+    default_detail = "the access token was refused"
 
 
-def init_app(app: Flask) -> None:
-    @app.errorhandler(OAuthError)
-    def _oauth(exc: OAuthError):
-        if _edge() == "page":
-            return _page(exc.status, exc.description or exc.error)
-        resp = jsonify(exc.body())
-        resp.status_code = exc.status
-        resp.headers["Cache-Control"] = "no-store"
-        for k, v in exc.headers.items():
-            resp.headers[k] = v
-        return resp
+class TokenError(InvalidToken):
+    """A token, assertion or signed message was refused. The message is safe to show."""
 
-    @app.errorhandler(ApiProblem)
-    def _api(exc: ApiProblem):
-        return problem(exc.status, exc.slug, exc.detail, errors=exc.errors, headers=exc.headers)
 
-    @app.errorhandler(TokenError)
-    def _token(exc: TokenError):
-        return bearer_refused(str(exc))
+class OutsideConsent(GatewayError):
+    status, problem, message, bearer_error = 403, "outside-consent", "error.bad_request", \
+        "insufficient_scope"
 
-    @app.errorhandler(ReleaseError)
-    def _release(exc: ReleaseError):
-        if exc.reason == "invalid_token":
-            return bearer_refused(exc.detail)
-        if exc.reason == "outside_consent":
-            resp = problem(403, "outside-consent", exc.detail, errors=exc.errors)
-            resp.headers["WWW-Authenticate"] = 'Bearer error="insufficient_scope"'
-            return resp
-        if exc.reason == "source_unavailable":
-            return problem(503, "source-unavailable", exc.detail, headers={"Retry-After": "10"})
-        return problem(400, "bad-request", exc.detail, errors=exc.errors)
 
-    @app.errorhandler(Throttled)
-    def _throttled(exc: Throttled):
-        return _generic(429, "too-many-requests", str(exc),
-                        headers={"Retry-After": str(exc.retry_after)})
+class ConsentError(GatewayError):
+    """A consent cannot do what was asked (unknown, not the caller's, wrong state)."""
+    status, problem, message = 409, "consent-state", "error.consent_state"
 
-    @app.errorhandler(ConsentNotFound)
-    def _consent_missing(exc):
-        return _generic(404, "not-found", "no such consent")
 
-    @app.errorhandler(ConsentError)
-    def _consent(exc: ConsentError):
-        return _generic(409, "consent-state", str(exc))
+class ConsentNotFound(ConsentError):
+    status, problem, message = 404, "not-found", "error.not_found"
+    default_detail = "no such consent"
 
-    @app.errorhandler(UnknownRequester)
-    def _unknown_requester(exc):
-        return _generic(400, "unknown-client", "unknown client")
 
-    @app.errorhandler(RedisUnavailable)
-    @app.errorhandler(RedisError)
-    def _redis_down(exc):
-        log.warning("redis unavailable: %s", type(exc).__name__)
-        return _generic(503, "unavailable", "a backing service did not answer; try again shortly",
-                        headers={"Retry-After": "5"})
+class TransitionRefused(ConsentError):
+    pass
 
-    @app.errorhandler(DBAPIError)
-    def _db_down(exc):
-        if is_contention(exc):  # lost a race even after retries: busy, not down
-            log.warning("database contention outlasted the retries: %s", type(exc.orig).__name__)
-            return _generic(503, "contention", "a concurrent change to the same record won; "
-                            "try again", headers={"Retry-After": "1"})
-        if not isinstance(exc, OperationalError):
-            return _unexpected(exc)
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return _generic(503, "unavailable", "the database did not answer; try again shortly",
-                        headers={"Retry-After": "5"})
 
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException):
-        status = exc.code or 500
-        detail = {404: "not found", 405: "method not allowed",
-                  413: "request body too large"}.get(status, exc.description or "bad request")
-        resp = _generic(status, TITLES.get(status, "error").lower().replace(" ", "-"), detail)
-        if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
-            resp.headers["Allow"] = ", ".join(exc.valid_methods)
-        return resp
+class Throttled(GatewayError):
+    status, problem, message = 429, "too-many-requests", "error.too_many"
 
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        from flask import current_app
-        # production logs name the fault only: exception text may carry personal data
-        log.error("unexpected %s at %s %s (request %s)", type(exc).__name__, request.method,
-                  request.path, g.get("request_id", "-"),
-                  exc_info=not current_app.extensions["cdeg"].config.production)
-        return _generic(500, "internal", "the gateway could not complete the request")
+    def __init__(self, retry_after: int):
+        super().__init__(f"too many requests; retry after {retry_after} s",
+                         headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class Unavailable(GatewayError):
+    status, problem, message = 503, "unavailable", "error.unavailable"
+    retry_after = 5
+    default_detail = "a backing service did not answer; try again shortly"
+
+    def __init__(self, detail: str | None = None, **kwargs):
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", str(self.retry_after))
+
+
+class StoreUnavailable(Unavailable):
+    """Redis did not answer; callers fail closed rather than go on without it."""
+
+
+class DatabaseUnavailable(Unavailable):
+    default_detail = "the database did not answer; try again shortly"
+
+
+class Contention(Unavailable):
+    """A transaction lost a race (deadlock, serialization failure) even after its retries:
+    the record is busy, not the database down."""
+    problem, message, retry_after = "contention", "error.contention", 1
+    default_detail = "a concurrent change to the same record won; try again"
+
+
+class SourceUnavailable(Unavailable):
+    problem, retry_after = "source-unavailable", 10
+    default_detail = "a source of the data did not answer; try again shortly"

@@ -1,5 +1,6 @@
 """The running gateway: configuration, database, Redis, keys, clock and connectors, built once
-per process and shared by every request (nothing here is loaded per request)."""
+per process and shared by every request (nothing here is loaded per request). Reach it with
+``gateway.runtime.current()``; domain functions are handed it (``gw``) and read what they need."""
 from __future__ import annotations
 
 import hashlib
@@ -8,14 +9,17 @@ import os
 import random
 import secrets
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy.exc import DBAPIError
+
+from sqlalchemy.engine import Connection, Engine
 
 from gateway import requester_registry
 from gateway.clock import Clock
 from gateway.config import ACCESS_TOKEN_TTL, Config
+from gateway.errors import Contention
 from gateway.exchange.router import Router
 from gateway.store import db
 from gateway.store.redis import RedisStore
@@ -52,6 +56,19 @@ def _instance_secret(config: Config) -> bytes:
 
 
 class Gateway:
+    config: Config
+    clock: Clock
+    session_secret: bytes           # signs citizen sessions and device marks
+    pairwise_secret: bytes          # keys the pairwise subjects requesters see
+    db: Engine                      # write transactions (``transaction``, ``in_transaction``)
+    reads: Engine                   # the same pool in autocommit: single-statement reads
+    redis: RedisStore
+    keyring: Keyring
+    access_tokens: AccessTokenVerifier
+    departments: DepartmentsClient
+    router: Router
+    client_keys: requester_registry.KeyCache
+
     def __init__(self, config: Config, *, clock: Clock | None = None, departments=None):
         config.validate()  # however it was built: production never starts half-configured
         self.config = config
@@ -91,11 +108,21 @@ class Gateway:
                                       f"{entry['client_id']!r} with its demo keys; remove it")
 
     @contextmanager
-    def transaction(self):
-        """One write transaction: committed when the block ends, rolled back if it raises."""
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises.
+        Work it asked for (``jobs.outbox.add``) is handed on after the commit, never before."""
+        from gateway.jobs import outbox
         with self.db.connect() as conn:
-            with conn.begin():
-                yield conn
+            outbox.asked(conn)  # nothing left over from an earlier use of this connection
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                outbox.asked(conn)
+                raise
+            committed_work = outbox.asked(conn)
+        if committed_work:
+            outbox.relay_quietly(self)
 
     def in_transaction(self, work, *, attempts: int = 4, engine=None):
         """``work(conn)`` in one write transaction, run again (at most ``attempts`` times, with
@@ -109,8 +136,8 @@ class Gateway:
                         return work(conn)
                 with self.transaction() as conn:
                     return work(conn)
-            except DBAPIError as exc:
-                if not db.is_contention(exc) or attempt == attempts:
+            except Contention:
+                if attempt == attempts:
                     raise
                 time.sleep(random.uniform(0.001, 0.005) * attempt)
         raise AssertionError("unreachable")

@@ -58,7 +58,8 @@ import secrets
 
 from connectors.base import ConnectorError, SubjectNotFound
 from gateway import citizens
-from gateway import throttle
+from gateway import rate_limits
+from gateway.errors import Throttled
 from schemas.hkid import InvalidHKID, normalise
 
 log = logging.getLogger("cdeg")
@@ -146,18 +147,20 @@ def _budgets(citizen: str, device: str | None) -> list[tuple[str, str, int, int]
 def verify(gw, pending: dict | None, code, device_mark: str | None = None) -> dict:
     """Check the second factor; answer the citizen row (enrolled on first login).
 
-    Raises LoginError, or throttle.Throttled when the wrong-code budget of this browser for
+    Raises LoginError, or Throttled when the wrong-code budget of this browser for
     this citizen is spent (the code is then not compared)."""
     if not pending:
         raise LoginError("code.error.start_again")
     if pending["expires_at"] <= gw.clock.now() or pending["attempts"] >= MAX_ATTEMPTS:
         raise LoginError("code.error.expired")
     citizen = _citizen_key(gw, pending["hkid"])
-    held = throttle.reserve(gw, _budgets(citizen, _marked_device(gw, citizen, device_mark)))
+    held = rate_limits.reserve(gw, _budgets(citizen, _marked_device(gw, citizen, device_mark)))
     pending["attempts"] += 1
     # counted in Redis too, atomically: parallel guesses on one session cannot pass the limit
-    if gw.redis.hit("login-code", pending["id"], MAX_ATTEMPTS, CODE_TTL):
-        throttle.give_back(gw, held)  # not compared: not a guess
+    try:
+        rate_limits.charge(gw, "login-code", pending["id"], limit=MAX_ATTEMPTS, window=CODE_TTL)
+    except Throttled:
+        rate_limits.give_back(gw, held)  # not compared: not a guess
         pending["attempts"] = MAX_ATTEMPTS
         raise LoginError("code.error.expired")
     well_formed = isinstance(code, str) and CODE_FORMAT.fullmatch(code) is not None
@@ -167,6 +170,6 @@ def verify(gw, pending: dict | None, code, device_mark: str | None = None) -> di
     # ("known" missing: a pending login from before the flag, when only known HKIDs got one)
     if not (matches and well_formed and pending.get("known", True)):
         raise LoginError("code.error.mismatch")  # the reserved unit stays spent
-    throttle.give_back(gw, held)
+    rate_limits.give_back(gw, held)
     with gw.transaction() as conn:
         return citizens.enrol(conn, gw.clock.now(), pending["hkid"])

@@ -12,17 +12,17 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from gateway.store.db import requesters
+from gateway.errors import UnknownRequester
 from policies.engine import PolicyError, validate as validate_policy
 
 KINDS = ("department", "fi")
 
 
 class RequesterError(Exception):
-    """A registration is invalid, or the requester is unknown."""
+    """A registration is invalid (an operator's error, reported by the CLI)."""
 
 
-class UnknownRequester(RequesterError):
-    pass
+__all__ = ["RequesterError", "UnknownRequester", "register", "get"]
 
 
 def check_jwks(doc) -> dict:

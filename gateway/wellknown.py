@@ -1,19 +1,19 @@
 """Discovery and operations: RFC 8414 metadata, the JWKS, liveness and readiness."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from sqlalchemy import text
 
+from gateway import http_errors, runtime
+
 bp = Blueprint("wellknown", __name__)
+http_errors.use(bp, http_errors.as_problem)
 
-
-def _gw():
-    return current_app.extensions["cdeg"]
 
 
 @bp.get("/.well-known/oauth-authorization-server")
 def metadata():
-    issuer = _gw().config.issuer
+    issuer = runtime.current().config.issuer
     resp = jsonify({
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oauth/authorize",
@@ -43,7 +43,7 @@ def metadata():
 
 @bp.get("/jwks.json")
 def jwks():
-    resp = jsonify(_gw().keyring.jwks())
+    resp = jsonify(runtime.current().keyring.jwks())
     resp.headers["Cache-Control"] = "public, max-age=60"
     resp.mimetype = "application/jwk-set+json"
     return resp
@@ -56,7 +56,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    gw = _gw()
+    gw = runtime.current()
     checks = {"database": False, "redis": gw.redis.ping()}
     try:
         with gw.db.connect() as conn:

@@ -50,12 +50,10 @@ def test_revoking_a_consent_revokes_every_token_it_had(flow):
 
 
 def test_a_consent_expired_by_the_sweep_has_its_tokens_revoked(flow, clock):
-    from gateway.jobs.runtime import use_gateway
     from gateway.jobs.sweeps import expire_consents
     tokens = flow.tokens()
     clock.advance(91 * 86400)
-    use_gateway(flow.gw)
-    assert expire_consents() == 1
+    assert expire_consents(flow.gw) == 1
     assert all(r["revoked_at"] is not None for r in _token_rows(flow.gw, tokens["consent_id"]))
 
 

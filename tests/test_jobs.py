@@ -1,15 +1,21 @@
-"""Jobs: the expiry sweep writes what time already decided, inline and on a real RQ worker."""
+"""Jobs: asked for inside a transaction (an outbox row), run only once it has committed —
+inline in the embedded default, on a real RQ worker with a real Redis — and never lost after
+the commit."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import select
 
-from gateway.jobs.runtime import use_gateway
+from gateway import runtime
+from gateway.jobs import outbox
+from gateway.jobs.registry import JOBS
 from gateway.jobs.sweeps import expire_consents
 from gateway.store.db import audit_entries, consents
+from gateway.store.db import outbox as outbox_table
 from gateway.store.queue import queue_for
 
 
@@ -18,56 +24,162 @@ def _statuses(gw) -> list[str]:
         return sorted(conn.execute(select(consents.c.status)).scalars())
 
 
+def _rows(gw) -> list[dict]:
+    with gw.db.connect() as conn:
+        return [dict(r) for r in conn.execute(select(outbox_table)
+                                              .order_by(outbox_table.c.id)).mappings()]
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """A job that records each run (and whether its asking transaction was visible)."""
+    runs: list[dict] = []
+
+    def probe_job(gw, **args):
+        runs.append(args)
+        return len(runs)
+
+    monkeypatch.setitem(JOBS, "test.probe", probe_job)
+    return runs
+
+
 def test_sweep_expires_lapsed_consents_and_unanswered_requests(flow, clock):
     tokens = flow.tokens()           # approved for P90D
     flow.par()                       # requested, never answered
-    use_gateway(flow.gw)
-    assert expire_consents() == 0
+    assert expire_consents(flow.gw) == 0
     clock.advance(91 * 86400)
     assert flow.data(tokens["access_token"]).status_code == 401   # lapsed at once
-    assert expire_consents() == 2
+    assert expire_consents(flow.gw) == 2
     assert _statuses(flow.gw) == ["expired", "expired"]
     with flow.gw.db.connect() as conn:
         events = list(conn.execute(select(audit_entries.c.event)).scalars())
     assert events.count("consent.expired") == 2
-    assert expire_consents() == 0    # idempotent
+    assert expire_consents(flow.gw) == 0    # idempotent
 
 
-def test_worker_runs_the_sweep_from_the_real_queue(tmp_path, request, clock):
+def test_a_job_runs_only_after_the_transaction_that_asked_for_it_commits(gw, probe):
+    with gw.transaction() as conn:
+        outbox.add(conn, gw.clock.now(), "test.probe", {"consent_id": "cns_x"}, key="k1")
+        assert probe == []           # asked for, not run: the transaction is still open
+    assert probe == [{"consent_id": "cns_x"}]          # inline, right after the commit
+    assert _rows(gw)[0]["done_at"] is not None
+
+
+def test_a_job_asked_for_in_a_transaction_that_rolls_back_never_runs(gw, probe):
+    with pytest.raises(ZeroDivisionError):
+        with gw.transaction() as conn:
+            outbox.add(conn, gw.clock.now(), "test.probe", {}, key="k-rolled-back")
+            1 / 0
+    outbox.relay(gw)
+    assert probe == [] and _rows(gw) == []
+
+
+def test_asking_twice_with_one_key_is_one_job(gw, probe):
+    for _ in range(2):
+        with gw.transaction() as conn:
+            outbox.add(conn, gw.clock.now(), "test.probe", {"n": 1}, key="same")
+    assert probe == [{"n": 1}] and len(_rows(gw)) == 1
+
+
+def test_job_arguments_must_be_ids_not_personal_data(gw, probe):
+    with gw.transaction() as conn:
+        for args in ({"citizen": {"hkid": "A123456(3)"}}, {"flag": True}, {"long": "x" * 500}):
+            with pytest.raises(outbox.JobRefused):
+                outbox.add(conn, 0, "test.probe", args, key="bad")
+        with pytest.raises(outbox.JobRefused, match="unknown job"):
+            outbox.add(conn, 0, "no.such.job", {}, key="bad")
+
+
+def test_a_failing_inline_job_is_tried_again_later_and_then_left_for_an_operator(gw, monkeypatch):
+    calls = []
+
+    def failing(gw, **args):
+        calls.append(1)
+        raise RuntimeError("department down")
+
+    monkeypatch.setitem(JOBS, "test.failing", failing)
+    with gw.transaction() as conn:   # committed: the failure does not undo it
+        outbox.add(conn, gw.clock.now(), "test.failing", {}, key="f")
+    assert len(calls) == 1 and _rows(gw)[0]["done_at"] is None
+    for _ in range(10):
+        gw.clock.advance(outbox.STALE_AFTER + 1)
+        outbox.relay(gw)
+    assert len(calls) == outbox.MAX_ATTEMPTS and _rows(gw)[0]["done_at"] is None
+
+
+def test_a_job_is_not_lost_when_the_queue_is_down_at_commit(tmp_path, request, clock, monkeypatch):
+    """Real Redis, jobs on RQ: the enqueue after the commit fails; the commit stands, the row
+    waits, and the next relay hands it on."""
+    from rq import Queue
+
     from .conftest import build_app, make_config
+    app = build_app(make_config(tmp_path, "services", request, jobs_inline=False), clock)
+    gw = runtime.of(app)
+    try:
+        def down(*args, **kwargs):
+            from redis.exceptions import ConnectionError
+            raise ConnectionError("refused")
+
+        monkeypatch.setattr(Queue, "enqueue", down)
+        with gw.transaction() as conn:
+            outbox.add(conn, gw.clock.now(), "sweep.expire_consents", {}, key="sweep-1")
+        assert _rows(gw)[0]["relayed_at"] is None          # committed, not handed on
+        monkeypatch.undo()
+        assert outbox.relay(gw) == 1
+        assert _rows(gw)[0]["relayed_at"] is not None
+        assert [j.args for j in queue_for(gw).jobs] == [(_rows(gw)[0]["id"],)]  # an id only
+    finally:
+        queue_for(gw).delete(delete_jobs=True)
+        gw.close()
+
+
+def test_worker_runs_the_outbox_job_from_the_real_queue(tmp_path, request, clock):
+    from .conftest import build_app, make_config
+    from .flow import Flow
     config = make_config(tmp_path, "services", request, jobs_inline=False)
     app = build_app(config, clock)
-    gw = app.extensions["cdeg"]
-    from .flow import Flow
+    gw = runtime.of(app)
     Flow(app).par()
-    job = queue_for(gw).enqueue(expire_consents, job_timeout=30, failure_ttl=300)
-    assert job.args == ()            # jobs carry ids, never personal data
+    with gw.transaction() as conn:   # relayed to RQ after the commit
+        outbox.add(conn, gw.clock.now(), "sweep.expire_consents", {}, key="sweep-now")
+    row = _rows(gw)[0]
+    assert row["relayed_at"] is not None and row["done_at"] is None
+    job = queue_for(gw).fetch_job(f"outbox-{row['id']}")
+    assert job.args == (row["id"],)  # jobs carry ids, never personal data
     env = dict(os.environ, CDEG_DATABASE_URL=config.database_url, CDEG_REDIS_URL=config.redis_url,
                CDEG_REDIS_PREFIX=config.redis_prefix, CDEG_INSTANCE_DIR=str(config.instance_dir),
                CDEG_ISSUER=config.issuer)
-    clock.advance(0)
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "worker", "--burst"], env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    job.refresh()
     try:
+        result = subprocess.run([sys.executable, "-m", "gateway.cli", "worker", "--burst"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        job.refresh()
         assert job.get_status() == "finished"
-        assert job.return_value() == 0  # nothing has lapsed yet on the real clock
+        assert job.return_value() == 0   # the sweep ran; nothing has lapsed yet on the real clock
+        done = {r["idempotency_key"]: r["done_at"] for r in _rows(gw)}
+        assert done["sweep-now"] is not None
+        # the worker also asked for the periodic sweep (one row per window) and ran it
+        assert any(k.startswith("sweep.expire_consents:") and v for k, v in done.items())
     finally:  # RQ keeps its own keys outside our prefix: remove this run's
         queue_for(gw).delete(delete_jobs=True)
         job.delete()
-        app.extensions["cdeg"].close()
+        gw.close()
 
 
 def test_an_inline_job_runs_against_the_apps_gateway_not_one_built_from_the_environment(
         embedded_flow, clock, tmp_path, monkeypatch):
-    from gateway.jobs import runtime
-    monkeypatch.setattr(runtime, "_gateway", None)          # a fresh process
+    monkeypatch.setattr(runtime, "_installed", None)         # a fresh process
     monkeypatch.setenv("CDEG_INSTANCE_DIR", str(tmp_path / "elsewhere"))
     gw = embedded_flow.gw
     embedded_flow.tokens()
     clock.advance(91 * 86400)
-    job = queue_for(gw).enqueue(expire_consents)             # runs now, inline
-    assert job.return_value() == 1
+    with gw.transaction() as conn:
+        outbox.add(conn, gw.clock.now(), "sweep.expire_consents", {}, key="sweep")
     assert _statuses(gw) == ["expired"]
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_outside_a_request_or_a_worker_there_is_no_gateway_to_reach(monkeypatch):
+    monkeypatch.setattr(runtime, "_installed", None)
+    with pytest.raises(RuntimeError, match="no gateway in this process"):
+        runtime.current()

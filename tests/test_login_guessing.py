@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway import mock_iam_smart, throttle
+from gateway import mock_iam_smart
+from gateway.errors import Throttled
 
 from .flow import HKID, Flow
 
@@ -127,7 +128,7 @@ def test_parallel_guesses_cannot_pass_the_citizen_budget(gw, clock):
         logged_in, code = started
         try:
             mock_iam_smart.verify(gw, dict(logged_in), _wrong(code))
-        except throttle.Throttled:
+        except Throttled:
             return "refused"
         except mock_iam_smart.LoginError:
             return "compared"

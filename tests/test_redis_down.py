@@ -103,7 +103,7 @@ def test_login_code_is_not_compared_while_redis_is_down(outage):
     import re
 
     from gateway import mock_iam_smart
-    from gateway.store.redis import RedisUnavailable
+    from gateway.errors import StoreUnavailable
     server, flow = outage
     pending, code = mock_iam_smart.start(flow.gw, "A123456(3)")
     page = flow.browser.get("/login").get_data(as_text=True)
@@ -112,7 +112,7 @@ def test_login_code_is_not_compared_while_redis_is_down(outage):
     page = flow.browser.get(started.headers["Location"]).get_data(as_text=True)
     shown = re.search(r'id="demo-code">(\d{6})<', page).group(1)
     server.stop()
-    with pytest.raises(RedisUnavailable):
+    with pytest.raises(StoreUnavailable):
         mock_iam_smart.verify(flow.gw, pending, code)
     resp = flow.browser.post("/login/code", data={"csrf_token": flow.csrf(page), "code": shown})
     assert resp.status_code == 503 and resp.headers["Retry-After"]

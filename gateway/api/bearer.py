@@ -1,7 +1,9 @@
 """RFC 6750 bearer tokens: from the Authorization header only, never the query or body."""
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import request
+
+from gateway import runtime
 
 from gateway.tokens.errors import TokenError
 
@@ -13,4 +15,4 @@ def current_claims() -> dict:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenError("a Bearer access token is required")
-    return current_app.extensions["cdeg"].access_tokens.verify(token.strip())
+    return runtime.current().access_tokens.verify(token.strip())

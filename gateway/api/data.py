@@ -1,10 +1,10 @@
 """GET /api/v1/data: the consented items, as JSON or as a JWS signed by the gateway."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from gateway import throttle
-from gateway.errors import ApiProblem
+from gateway import http_errors, rate_limits, runtime
+from gateway.errors import BadRequest, MethodNotAllowed, NotAcceptable
 from gateway.exchange.release import parse_items, release
 from gateway.tokens import jose
 from gateway.tokens.access import new_jti
@@ -12,6 +12,7 @@ from gateway.tokens.access import new_jti
 from .bearer import current_claims
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+http_errors.use(bp, http_errors.as_problem)
 
 JSON, JWT = "application/json", "application/jwt"
 
@@ -19,21 +20,21 @@ JSON, JWT = "application/json", "application/jwt"
 @bp.get("/data")
 def data():
     if request.method != "GET":  # Flask adds HEAD to GET routes; a HEAD must release nothing
-        raise ApiProblem(405, "method-not-allowed", "use GET", headers={"Allow": "GET"})
+        raise MethodNotAllowed("use GET", headers={"Allow": "GET"})
     if len(request.args.getlist("items")) > 1:
-        raise ApiProblem(400, "bad-request", "give items once, comma-separated",
+        raise BadRequest("give items once, comma-separated",
                          errors={"items": ["repeated"]})
     claims = current_claims()
-    gw = current_app.extensions["cdeg"]
-    throttle.check(gw, "client", claims["client_id"], gw.config.client_rate_per_minute)
+    gw = runtime.current()
+    rate_limits.charge(gw, "client", claims["client_id"])
     unknown = set(request.args) - {"items"}
     if unknown:
-        raise ApiProblem(400, "bad-request", "unknown query parameter",
+        raise BadRequest("unknown query parameter",
                          errors={k: ["unknown parameter"] for k in sorted(unknown)})
     wanted = request.accept_mimetypes.best_match([JSON, JWT], default=JSON) \
         if request.accept_mimetypes else JSON
     if request.accept_mimetypes and request.accept_mimetypes.quality(wanted) == 0:
-        raise ApiProblem(406, "not-acceptable", "answers are application/json or application/jwt")
+        raise NotAcceptable("answers are application/json or application/jwt")
     body = release(gw, claims, parse_items(request.args.get("items")))
     if wanted == JWT:
         now = gw.clock.now()

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from gateway.audit import chain
 from gateway.citizens import by_subject
 from gateway.clock import rfc3339
-from gateway.exchange.router import ExchangeError
+from gateway.errors import SourceUnavailable
 from gateway.store.db import consents, requesters
 from schemas.catalogue import label
 from schemas.duration import seconds
@@ -32,7 +32,7 @@ def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
         citizen = by_subject(conn, subject_id)
     try:
         values = gw.router.fetch(citizen["hkid"], consent["data_items"])
-    except ExchangeError:
+    except SourceUnavailable:
         values = {}
     rows = [{"item": i, "label": label(i, lang), **values.get(i, {"value": None})}
             for i in consent["data_items"]]

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from enum import Enum
 
+from gateway.errors import ConsentError, ConsentNotFound, TransitionRefused
+
+__all__ = ["Status", "TRANSITIONS", "next_status", "ConsentError", "ConsentNotFound",
+           "TransitionRefused"]
+
 
 class Status(str, Enum):
     REQUESTED = "requested"
@@ -25,18 +30,6 @@ TRANSITIONS: dict[tuple[Status, str], Status] = {
     (Status.APPROVED, "revoked"): Status.REVOKED,
     (Status.APPROVED, "expired"): Status.EXPIRED,
 }
-
-
-class ConsentError(Exception):
-    """A consent cannot do what was asked (unknown, not the caller's, wrong state)."""
-
-
-class ConsentNotFound(ConsentError):
-    pass
-
-
-class TransitionRefused(ConsentError):
-    pass
 
 
 def next_status(current: str, event: str) -> Status:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
+from gateway import runtime
+
 from .agent import Citizen, Requester
 from .seed import private_jwks, seed
 
@@ -41,7 +43,7 @@ def play(say) -> int:
         base = f"http://127.0.0.1:{port}"
         config = Config(instance_dir=Path(tmp), issuer=base, env="demo")
         app = create_app(config)
-        seed(app.extensions["cdeg"])
+        seed(runtime.of(app))
         server = make_server("127.0.0.1", port, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -111,4 +113,4 @@ def play(say) -> int:
             return 1
         finally:
             server.shutdown()
-            app.extensions["cdeg"].close()
+            runtime.of(app).close()

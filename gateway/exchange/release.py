@@ -1,30 +1,33 @@
-"""A data release: the live consent re-checked, items minimised to consented ∩ allowed, fetched
-from their sources, and the release audited (and a ``once`` consent ended) in one transaction.
+"""A data release, in the steps every route takes (the data API today; form prefill and CDI
+jobs next), so none of them re-checks differently or fabricates bearer claims:
 
-The sources are called outside any database transaction (no lock is held across HTTP); the
-write transaction then re-checks the consent with a guarded UPDATE, which also serialises it
-against a concurrent revocation: a consent revoked meanwhile releases nothing.
+    grant  = live_grant(gw, claims)             the token's row, its consent, the requester's
+                                                policy and the citizen, in one statement
+    items  = decide(grant, asked, now)          pure: live ∩ consented ∩ allowed by policy ∩ asked
+    values = gw.router.fetch(grant.hkid, items) the sources, outside any database transaction
+    record(gw, grant, list(values), route=...)  the guarded write and its audit entry; once per
+                                                idempotency key when the route gives one
+
+``record`` re-checks the consent and the token inside its write (a guarded UPDATE, or on
+PostgreSQL for an ongoing consent one statement with the audit insert), which serialises it
+against a concurrent revocation: a consent revoked while its data was fetched releases nothing.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import IntegrityError
 
 from gateway.audit import chain
+from gateway.citizens import pairwise_subject
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import Status
-from gateway.store.db import citizens, consents, requesters, tokens
+from gateway.errors import BadRequest, InvalidToken, OutsideConsent
+from gateway.store.db import citizens, consents, release_keys, requesters, tokens
+from gateway.tokens.access import VerifiedClaims
 from policies.engine import PolicyError, allowed_items, check_consent
-
-from .router import ExchangeError
-
-
-class ReleaseError(Exception):
-    """The release was refused; ``reason`` says which edge error it maps to."""
-
-    def __init__(self, reason: str, detail: str, *, errors: dict | None = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.errors = reason, detail, errors or {}
-
 
 MAX_ITEMS_PARAM = 30
 
@@ -34,24 +37,99 @@ def parse_items(raw: str | None) -> list[str] | None:
         return None
     items = [i.strip() for i in raw.split(",")]
     if not raw.strip() or any(not i for i in items):
-        raise ReleaseError("bad_request", "items must be a comma-separated list of data item ids",
-                           errors={"items": ["empty entry"]})
+        raise BadRequest("items must be a comma-separated list of data item ids",
+                         errors={"items": ["empty entry"]})
     if len(items) > MAX_ITEMS_PARAM or len(raw) > 2000:
-        raise ReleaseError("bad_request", "too many items", errors={"items": ["too many"]})
+        raise BadRequest("too many items", errors={"items": ["too many"]})
     return list(dict.fromkeys(items))
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a verified access token stands for, read from the ledger: its consent as stored,
+    the requester's current policy, the citizen (``hkid`` for the sources, ``subject`` the
+    pairwise pseudonym this requester knows them by). Built only by ``live_grant``."""
+    token_id: str
+    consent_id: str
+    client_id: str
+    subject_id: str
+    subject: str
+    hkid: str
+    status: str
+    purpose: str
+    data_items: tuple[str, ...]
+    access: str
+    expires_at: int | None
+    decided_at: int | None
+    policy: Mapping | None
+
+    def consent(self) -> dict:
+        """The consent's columns, as the ledger and the liveness rule read them."""
+        row = asdict(self)
+        row["data_items"] = list(self.data_items)
+        return row
 
 
 _LIVE = (select(consents.c.consent_id, consents.c.client_id, consents.c.subject_id,
                 consents.c.status, consents.c.purpose, consents.c.data_items, consents.c.access,
-                consents.c.expires_at, consents.c.decided_at, tokens.c.revoked_at.label("token_revoked_at"),
+                consents.c.expires_at, consents.c.decided_at,
+                tokens.c.revoked_at.label("token_revoked_at"),
                 tokens.c.client_id.label("token_client_id"), requesters.c.policy,
                 citizens.c.hkid)
          .select_from(tokens.join(consents, tokens.c.consent_id == consents.c.consent_id)
                       .join(requesters, requesters.c.client_id == consents.c.client_id)
-                      .join(citizens, citizens.c.subject_id == consents.c.subject_id)))
+                      .join(citizens, citizens.c.subject_id == consents.c.subject_id))
+         .where(tokens.c.token_id == bindparam("jti"), tokens.c.kind == "access"))
 
 
-_LIVE_BY_JTI = _LIVE.where(tokens.c.token_id == bindparam("jti"), tokens.c.kind == "access")
+def live_grant(gw, claims: VerifiedClaims) -> Grant:
+    """The grant behind a verified access token (one statement); refused when the token was
+    revoked or does not match its row. Whether the consent is still live is ``decide``'s."""
+    with gw.reads.connect() as conn:
+        row = conn.execute(_LIVE, {"jti": claims["jti"]}).mappings().first()
+    if row is None or row["token_revoked_at"] is not None:
+        raise InvalidToken("the access token was revoked")
+    if row["consent_id"] != claims["consent_id"] or row["client_id"] != claims["client_id"] \
+            or row["token_client_id"] != claims["client_id"]:
+        raise InvalidToken("the access token does not match its consent")
+    return Grant(token_id=claims["jti"], consent_id=row["consent_id"],
+                 client_id=row["client_id"], subject_id=row["subject_id"],
+                 subject=pairwise_subject(gw.pairwise_secret, row["subject_id"],
+                                          row["client_id"]),
+                 hkid=row["hkid"], status=row["status"], purpose=row["purpose"],
+                 data_items=tuple(row["data_items"]), access=row["access"],
+                 expires_at=row["expires_at"], decided_at=row["decided_at"],
+                 policy=row["policy"])
+
+
+def decide(grant: Grant, asked: list[str] | None, now: int) -> list[str]:
+    """The items that may leave now: the consent live, its kind and length still within the
+    policy, and the items consented ∩ allowed by the policy ∩ asked (all of them when
+    ``asked`` is None). Pure: no I/O, no clock of its own."""
+    if not liveness.is_live(grant.consent(), now):
+        raise InvalidToken("the consent was revoked or has expired")
+    policy = grant.policy or {}
+    if grant.purpose in policy.get("purposes", {}):  # a withdrawn purpose: nothing allowed below
+        try:  # the policy narrowed the consent's kind or length since it was approved
+            check_consent(policy, grant.consent(), now)
+        except PolicyError as exc:
+            raise InvalidToken(str(exc)) from exc
+    allowed = allowed_items(grant.policy, grant.purpose)
+    permitted = [i for i in grant.data_items if i in allowed]
+    if asked is None:
+        items = permitted
+    else:
+        outside = [i for i in asked if i not in permitted]
+        if outside:
+            raise OutsideConsent("items outside the consent were asked for",
+                                 errors={"items": [f"{i}: not within the consent" for i in outside]})
+        items = list(asked)
+    if not items:
+        raise OutsideConsent("the requester's policy no longer allows any of the consented items",
+                             errors={"items": ["nothing allowed"]})
+    return items
+
+
 # Re-check inside the write transaction; the UPDATE also locks the consent row against a
 # concurrent revocation until this release is committed.
 _STILL_LIVE = (update(consents)
@@ -65,65 +143,62 @@ _STILL_LIVE = (update(consents)
                       .with_for_update(key_share=True).exists())
                .values(status=consents.c.status))  # a touch: takes the row lock
 
-
-def live_grant(gw, conn, claims: dict) -> dict:
-    """Token row + consent + requester policy + citizen in one statement; refuse if not live."""
-    row = conn.execute(_LIVE_BY_JTI, {"jti": claims["jti"]}).mappings().first()
-    now = gw.clock.now()
-    if row is None or row["token_revoked_at"] is not None:
-        raise ReleaseError("invalid_token", "the access token was revoked")
-    if row["consent_id"] != claims["consent_id"] or row["client_id"] != claims["client_id"] \
-            or row["token_client_id"] != claims["client_id"]:
-        raise ReleaseError("invalid_token", "the access token does not match its consent")
-    if not liveness.is_live(row, now):
-        raise ReleaseError("invalid_token", "the consent was revoked or has expired")
-    if row["purpose"] in (row["policy"] or {}).get("purposes", {}):  # a withdrawn purpose: below
-        try:  # the policy narrowed the consent's kind or length since it was approved
-            check_consent(row["policy"], row, now)
-        except PolicyError as exc:
-            raise ReleaseError("invalid_token", str(exc)) from exc
-    return dict(row)
+_ENDED = "the consent was revoked or has expired"
 
 
-def release(gw, claims: dict, requested: list[str] | None, route: str = "api") -> dict:
+@dataclass(frozen=True)
+class Recorded:
+    first: bool      # False: this idempotency key was recorded before; nothing written now
+
+
+def already_recorded(gw, key: str) -> bool:
+    """Whether a release with this idempotency key was recorded (so a retried job need not
+    fetch again)."""
     with gw.reads.connect() as conn:
-        grant = live_grant(gw, conn, claims)
-    permitted = [i for i in grant["data_items"] if i in allowed_items(grant["policy"], grant["purpose"])]
-    if requested is None:
-        items = permitted
-    else:
-        outside = [i for i in requested if i not in permitted]
-        if outside:
-            raise ReleaseError("outside_consent", "items outside the consent were asked for",
-                               errors={"items": [f"{i}: not within the consent" for i in outside]})
-        items = requested
-    if not items:
-        raise ReleaseError("outside_consent", "the requester's policy no longer allows any "
-                           "of the consented items", errors={"items": ["nothing allowed"]})
-    try:
-        values = gw.router.fetch(grant["hkid"], items)
-    except ExchangeError as exc:
-        raise ReleaseError("source_unavailable", str(exc)) from exc
+        return conn.execute(select(release_keys.c.key)
+                            .where(release_keys.c.key == key)).first() is not None
+
+
+def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = None) -> Recorded:
+    """Write the release of ``items`` under ``grant``: re-check the consent and the token,
+    append the ``data.released`` entry, end a ``once`` consent — all or nothing. With ``key``
+    (an idempotency key: a CDI query id, say) a second call with the same key writes nothing and
+    answers ``first=False``."""
     now = gw.clock.now()
-    audit = dict(client_id=grant["client_id"], subject=claims["sub"],
-                 consent_id=grant["consent_id"], items=list(values), route=route)
-    if grant["access"] == "ongoing" and gw.db.dialect.name == "postgresql":
+    audit = dict(client_id=grant.client_id, subject=grant.subject,
+                 consent_id=grant.consent_id, items=list(items), route=route)
+    if key is None and grant.access == "ongoing" and gw.db.dialect.name == "postgresql":
         # autocommit: the one statement is its own transaction
         recorded = gw.in_transaction(
-            lambda conn: chain.release_sql(conn, now, claims["jti"], **audit), engine=gw.reads)
+            lambda conn: chain.release_sql(conn, now, grant.token_id, **audit), engine=gw.reads)
         if recorded is None:
-            raise ReleaseError("invalid_token", "the consent was revoked or has expired")
-        return {"consent_id": grant["consent_id"], "subject": claims["sub"], "items": values}
+            raise InvalidToken(_ENDED)
+        return Recorded(first=True)
 
-    def record(conn):
-        still = conn.execute(_STILL_LIVE, {"cid": grant["consent_id"], "now": now,
-                                           "jti": claims["jti"]}).rowcount
+    def write(conn) -> Recorded:
+        if key is not None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(release_keys.insert().values(
+                        key=key, consent_id=grant.consent_id, recorded_at=now))
+            except IntegrityError:
+                return Recorded(first=False)
+        still = conn.execute(_STILL_LIVE, {"cid": grant.consent_id, "now": now,
+                                           "jti": grant.token_id}).rowcount
         if still != 1:
-            raise ReleaseError("invalid_token", "the consent was revoked or has expired")
+            raise InvalidToken(_ENDED)
         chain.append(conn, now, "data.released", **audit)
-        if grant["access"] == "once":
-            ledger.transition(conn, now, {**grant, "status": Status.APPROVED.value}, "expired",
-                              subject=claims["sub"], route=route)
+        if grant.access == "once":
+            ledger.transition(conn, now, {**grant.consent(), "status": Status.APPROVED.value},
+                              "expired", subject=grant.subject, route=route)
+        return Recorded(first=True)
 
-    gw.in_transaction(record)
-    return {"consent_id": grant["consent_id"], "subject": claims["sub"], "items": values}
+    return gw.in_transaction(write)
+
+
+def release(gw, claims: VerifiedClaims, asked: list[str] | None, route: str = "api") -> dict:
+    """The data API's release: the four steps, answered as the API's body."""
+    grant = live_grant(gw, claims)
+    values = gw.router.fetch(grant.hkid, decide(grant, asked, gw.clock.now()))
+    record(gw, grant, list(values), route=route)
+    return {"consent_id": grant.consent_id, "subject": grant.subject, "items": values}

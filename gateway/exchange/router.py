@@ -8,11 +8,8 @@ from connectors.base import ConnectorError, DepartmentsClient, ItemValue
 from connectors.eme import EMEConnector
 from connectors.immd import ImmigrationConnector
 from connectors.utilities import UtilitiesConnector
+from gateway.errors import SourceUnavailable
 from schemas.catalogue import catalogue
-
-
-class ExchangeError(Exception):
-    """The sources could not provide the consented items right now."""
 
 
 class Router:
@@ -29,7 +26,7 @@ class Router:
         try:
             return self.connectors[source].fetch(hkid, wanted)
         except ConnectorError as exc:
-            raise ExchangeError(f"source {source} unavailable") from exc
+            raise SourceUnavailable(f"source {source} unavailable") from exc
 
     def fetch(self, hkid: str, items: list[str]) -> dict[str, dict]:
         by_source: dict[str, list[str]] = {}

@@ -2,17 +2,19 @@
 the audit chain say so (reads already treat them as expired the moment they pass)."""
 from __future__ import annotations
 
-from sqlalchemy import or_, select, and_
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, or_, select
 
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import Status, TransitionRefused
 from gateway.store.db import consents, pushed_requests
 
-from .runtime import current_gateway
+if TYPE_CHECKING:
+    from gateway.instance import Gateway
 
 
-def expire_consents(limit: int = 500) -> int:
-    gw = current_gateway()
+def expire_consents(gw: Gateway, limit: int = 500) -> int:
     now = gw.clock.now()
     with gw.db.connect() as conn:
         stale = conn.execute(

@@ -9,8 +9,8 @@ future but at most 5 minutes ahead; ``iat`` not more than 60 s ahead; ``jti`` ne
 """
 from __future__ import annotations
 
-from gateway import requester_registry
-from gateway.store.redis import RedisUnavailable
+from gateway import rate_limits, requester_registry
+from gateway.errors import StoreUnavailable, Throttled
 from gateway.tokens import jose
 from gateway.tokens.errors import TokenError
 
@@ -64,13 +64,12 @@ def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
     if not claims["jti"] or len(claims["jti"]) > 200:
         raise InvalidClient("client_assertion jti missing or too long")
     try:  # replay guard and the client's OAuth rate limit, one Redis round trip
-        fresh, wait = gw.redis.claim_once_and_hit(
-            "assertion", f"{client_id}:{claims['jti']}", claims["exp"] - now + 60,
-            "oauth", client_id, gw.config.oauth_rate_per_minute, 60)
-    except RedisUnavailable as exc:
+        fresh = rate_limits.charge(gw, "oauth", client_id, replay_guard=(
+            "assertion", f"{client_id}:{claims['jti']}", claims["exp"] - now + 60))
+    except StoreUnavailable as exc:
         raise TemporarilyUnavailable() from exc
+    except Throttled as exc:
+        raise SlowDown(exc.retry_after) from exc
     if not fresh:
         raise InvalidClient("client_assertion jti was already used")
-    if wait:
-        raise SlowDown(wait)
     return requester

@@ -3,22 +3,27 @@ from __future__ import annotations
 
 import re
 
+from gateway.errors import GatewayError
+
 # RFC 6749 5.2: error_description MUST NOT hold characters outside %x20-21 / %x23-5B / %x5D-7E
 # (it may echo a client's input, such as an unknown field's name)
 _NOT_ALLOWED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 
 
-class OAuthError(Exception):
+class OAuthError(GatewayError):
+    """The /oauth JSON endpoints answer ``{"error", "error_description"}``; elsewhere (a
+    problem document, a page) the same error keeps its status and its code as problem type."""
     error = "invalid_request"
     status = 400
+    message = "error.bad_request"
 
     def __init__(self, description: str = "", *, status: int | None = None,
                  headers: dict | None = None):
-        super().__init__(description)
+        super().__init__(description or self.error, headers=headers)
         self.description = description
+        self.problem = self.error.replace("_", "-")
         if status is not None:
             self.status = status
-        self.headers = headers or {}
 
     def body(self) -> dict:
         body = {"error": self.error}
@@ -69,7 +74,7 @@ class UnsupportedTokenType(OAuthError):
 
 class SlowDown(OAuthError):
     """Too many requests from this client (429 with Retry-After)."""
-    error, status = "slow_down", 429
+    error, status, message = "slow_down", 429, "error.too_many"
 
     def __init__(self, retry_after: int):
         super().__init__(f"too many requests; retry after {retry_after} s",
@@ -77,7 +82,7 @@ class SlowDown(OAuthError):
 
 
 class TemporarilyUnavailable(OAuthError):
-    error, status = "temporarily_unavailable", 503
+    error, status, message = "temporarily_unavailable", 503, "error.unavailable"
 
     def __init__(self, description="a backing service did not answer; try again shortly"):
         super().__init__(description, headers={"Retry-After": "5"})

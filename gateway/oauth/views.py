@@ -1,17 +1,17 @@
 """The OAuth endpoints: thin views that parse the form, call the grant, render JSON."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from . import client_auth, grant
 from .errors import InvalidRequest, UnsupportedGrantType
 
+from gateway import http_errors, runtime
+
 bp = Blueprint("oauth", __name__)
+http_errors.use(bp, http_errors.as_oauth)
 MAX_PARAM = 8192
 
-
-def _gw():
-    return current_app.extensions["cdeg"]
 
 
 def _form() -> dict:
@@ -41,14 +41,14 @@ def _json(body: dict, status: int = 200):
 
 def _authenticated(conn, form: dict) -> dict:
     """The requester behind the form's client assertion (RFC 7523), or InvalidClient."""
-    return client_auth.authenticate(_gw(), conn, form, request.path)
+    return client_auth.authenticate(runtime.current(), conn, form, request.path)
 
 
 @bp.post("/oauth/par")
 def par():
     form = _form()
-    with _gw().transaction() as conn:
-        return _json(grant.push(_gw(), conn, _authenticated(conn, form), form), 201)
+    with runtime.current().transaction() as conn:
+        return _json(grant.push(runtime.current(), conn, _authenticated(conn, form), form), 201)
 
 
 @bp.post("/oauth/token")
@@ -60,8 +60,8 @@ def token():
             raise InvalidRequest("grant_type missing")
         raise UnsupportedGrantType("grant_type must be authorization_code or refresh_token")
     exchange = grant.exchange_code if grant_type == "authorization_code" else grant.refresh
-    with _gw().transaction() as conn:
-        outcome = exchange(_gw(), conn, _authenticated(conn, form), form)
+    with runtime.current().transaction() as conn:
+        outcome = exchange(runtime.current(), conn, _authenticated(conn, form), form)
     if isinstance(outcome, grant.Refused):  # committed: the spent code, the revoked tokens
         raise outcome.error
     return _json(outcome)
@@ -70,19 +70,19 @@ def token():
 @bp.post("/oauth/revoke")
 def revoke():
     form = _form()
-    with _gw().transaction() as conn:
+    with runtime.current().transaction() as conn:
         requester = _authenticated(conn, form)
         if "token" not in form:
             raise InvalidRequest("token missing")
-        grant.revoke(_gw(), conn, requester, form)
+        grant.revoke(runtime.current(), conn, requester, form)
     return _json({})
 
 
 @bp.post("/oauth/introspect")
 def introspect():
     form = _form()
-    with _gw().db.connect() as conn:
+    with runtime.current().db.connect() as conn:
         requester = _authenticated(conn, form)
         if "token" not in form:
             raise InvalidRequest("token missing")
-        return _json(grant.introspect(_gw(), conn, requester, form))
+        return _json(grant.introspect(runtime.current(), conn, requester, form))

@@ -3,14 +3,30 @@
 Times are integer seconds since the epoch (UTC) so both engines compare them the same way.
 JSON columns hold small lists and documents; values of personal data are never stored here,
 only item ids (the e-ME store and the departments hold the data).
+
+Alembic owns the schema: every schema change is a new revision in
+``gateway/store/migrations/versions`` (the tables here say what the code expects, the revisions
+how a database gets there); ``tests/test_migrations.py`` holds the two together on both engines.
+``upgrade(engine)`` is the one way a database is migrated (``cdeg db upgrade``, and the embedded
+SQLite at every start).
 """
 from __future__ import annotations
 
+import functools
 import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import (JSON, BigInteger, Column, ForeignKey, Index, Integer, MetaData, String,
-                        Table, create_engine, event, text)
-from sqlalchemy.engine import Engine, make_url
+                        Table, create_engine, event, inspect, text)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+
+from gateway.errors import Contention, DatabaseUnavailable
+
+from gateway.config import ConfigError
 
 metadata = MetaData()
 
@@ -113,6 +129,27 @@ audit_head = Table(
     Column("prev_hash", String(64)),    # the predecessor of ``hash`` (kept by release_sql)
 )
 
+release_keys = Table(
+    "release_keys", metadata,                              # a release recorded once per key
+    Column("key", String(200), primary_key=True),          # e.g. a CDI query id
+    Column("consent_id", String(40), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+
+outbox = Table(
+    "outbox", metadata,                                    # work asked for by a transaction,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),                            # relayed once it has committed
+    Column("job", String(64), nullable=False),             # a name in gateway/jobs/registry.py
+    Column("args", JSON, nullable=False),                  # ids only, never personal data
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("relayed_at", BigInteger),                      # handed to RQ (or run inline)
+    Column("done_at", BigInteger),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_outbox_pending", "relayed_at"),
+)
+
 GENESIS_HASH = "0" * 64
 
 # PostgreSQL's SQLSTATEs for a transaction that lost to a concurrent one: it did nothing and
@@ -124,6 +161,46 @@ def is_contention(exc: BaseException) -> bool:
     """True when ``exc`` is a transaction that lost a race (not a database that is down)."""
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) in CONTENTION_SQLSTATES
+
+
+# SQLSTATE classes of a database that is not answering: connection exception, operator
+# intervention (shutdown), insufficient resources. SQLite's equivalents are named in words.
+_DOWN_SQLSTATES = ("08", "57P", "53")
+_SQLITE_DOWN = ("database is locked", "unable to open database", "disk i/o error")
+
+
+def _driver_words(exc: BaseException) -> str:
+    """The driver's first line (never the SQL or its parameters)."""
+    orig = getattr(exc, "orig", None)
+    words = str(orig).strip().splitlines() if orig is not None else []
+    return words[0] if words else type(exc).__name__
+
+
+def _is_down(context) -> bool:
+    exc = context.sqlalchemy_exception
+    if context.is_disconnect or context.connection is None:
+        return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    return sqlstate.startswith(_DOWN_SQLSTATES) or \
+        any(words in _driver_words(exc).lower() for words in _SQLITE_DOWN)
+
+
+def _map_errors(engine: Engine) -> None:
+    """SQLAlchemy's errors become the gateway's where they arise, once: a lost race is
+    ``Contention`` (run again by ``Gateway.in_transaction``), a database that does not answer
+    or refuses a connection ``DatabaseUnavailable`` (503). Anything else — an integrity error a
+    caller expects, a missing table a migration looks for, a bug — is left as it is."""
+    @event.listens_for(engine, "handle_error", retval=True)
+    def _translate(context):
+        exc = context.sqlalchemy_exception
+        if is_contention(exc):
+            mapped = Contention(f"database: {_driver_words(exc)}")
+        elif _is_down(context):
+            mapped = DatabaseUnavailable(f"database: {_driver_words(exc)}")
+        else:
+            return None
+        mapped.__cause__ = exc
+        return mapped
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -140,6 +217,22 @@ def _private_sqlite_file(url: str) -> None:
             os.chmod(path + suffix, 0o600)
 
 
+def _journal_mode_wal(cur, patience: float = 15.0) -> None:
+    """WAL is kept in the file once set. Setting it on a new file needs the exclusive lock,
+    and SQLite answers "database is locked" at once (no busy wait) when another connection
+    of a process starting at the same moment holds a lock: so it waits here, as long as the
+    busy timeout would."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         _private_sqlite_file(url)
@@ -149,7 +242,7 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _journal_mode_wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -162,11 +255,14 @@ def make_engine(url: str) -> Engine:
             if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        _map_errors(engine)
         return engine
     # No pre-ping (a round trip per checkout): a connection lost with a database restart
     # fails one request with 503, SQLAlchemy then invalidates the pool and the next one works.
-    return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800,
-                         hide_parameters=True)
+    engine = create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800,
+                           hide_parameters=True)
+    _map_errors(engine)
+    return engine
 
 
 def reader(engine: Engine) -> Engine:
@@ -175,9 +271,143 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def upgrade(engine: Engine) -> None:
-    """Create the schema (idempotent) and the audit chain's head row."""
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        if conn.execute(text("SELECT count(*) FROM audit_head")).scalar() == 0:
-            conn.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS_HASH))
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001_baseline"      # the schema that create_all made before Alembic took over
+# pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(current_schema())): one migrator per schema
+MIGRATION_LOCK = 0x43444547     # "CDEG"
+
+
+class SchemaError(ConfigError):
+    """The database holds a schema the migrations cannot take over (or a newer one)."""
+
+
+def alembic_config(url: str | None = None, connection: Connection | None = None):
+    """Alembic configured in code (no alembic.ini), with the migrations inside the package, so
+    an installed gateway migrates itself. ``connection``: run on it, inside its transaction."""
+    from alembic.config import Config as AlembicConfig
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def _scripts():
+    from alembic.script import ScriptDirectory
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    return _scripts().get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision by one autocommit SELECT (no transaction, no lock); None when
+    there is no ``alembic_version`` table (an empty database or one made before Alembic)."""
+    try:
+        with reader(engine).connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except DBAPIError:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the database (an engine from :func:`make_engine`) to the newest revision and
+    answer that revision.
+
+    At head it costs one SELECT and takes no lock, so every worker may call it at start.
+    Otherwise it migrates inside one transaction that first takes the migration lock — on
+    PostgreSQL an advisory transaction lock for the schema, on SQLite the write lock that
+    ``make_engine`` takes at BEGIN (IMMEDIATE) — and looks again under it: of processes
+    starting together one migrates, the others wait and find the work done. DDL is
+    transactional on both engines, so a failed migration leaves nothing half-made. A database
+    made before Alembic (its tables, no ``alembic_version``) is stamped at the baseline when its
+    tables are the baseline's; any other mix is refused (:class:`SchemaError`)."""
+    head = head_revision()
+    if current_revision(engine) == head:
+        return head
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    with _migration_lock(engine) as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current == head:
+            return head
+        if current is not None and not _known(current):
+            raise SchemaError(f"database: at schema revision "
+                              f"{current!r}, which this gateway does not know (a newer release "
+                              f"migrated it)")
+        config = alembic_config(connection=conn)
+        if current is None and _made_before_alembic(conn):
+            command.stamp(config, BASELINE)
+        command.upgrade(config, "head")
+    return head
+
+
+def _known(revision: str) -> bool:
+    from alembic.util import CommandError
+    try:
+        return _scripts().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+@contextmanager
+def _migration_lock(engine: Engine):
+    with engine.connect() as conn:
+        with conn.begin():      # SQLite: BEGIN IMMEDIATE, the database's write lock
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:lock, "
+                                  "hashtext(coalesce(current_schema(), '')))"),
+                             {"lock": MIGRATION_LOCK})
+            yield conn
+
+
+def _shape(conn: Connection, names) -> dict:
+    """What adoption compares: each table's columns (name, nullable) and primary key."""
+    found = inspect(conn)
+    return {name: {"columns": sorted((c["name"], bool(c["nullable"]))
+                                     for c in found.get_columns(name)),
+                   "primary_key": sorted(found.get_pk_constraint(name)["constrained_columns"])}
+            for name in sorted(names)}
+
+
+@functools.cache
+def _baseline_shape() -> dict:
+    """The baseline revision's tables, as the revision itself builds them (in a scratch
+    in-memory SQLite), so adoption does not depend on today's models."""
+    from alembic import command
+    scratch = create_engine("sqlite://")
+    try:
+        with scratch.begin() as conn:
+            command.upgrade(alembic_config(connection=conn), BASELINE)
+            names = set(inspect(conn).get_table_names()) - {"alembic_version"}
+            return _shape(conn, names)
+    finally:
+        scratch.dispose()
+
+
+def _made_before_alembic(conn: Connection) -> bool:
+    """True for a database that ``create_all`` made before Alembic: it holds every table of the
+    baseline as the baseline has it (and is then stamped there, its data kept). False for a
+    database holding none of them. Anything between is refused."""
+    baseline = _baseline_shape()
+    present = set(inspect(conn).get_table_names()) & set(baseline)
+    if not present:
+        return False
+    if present != set(baseline):
+        raise SchemaError(f"database: holds some of the gateway's tables "
+                          f"but not {', '.join(sorted(set(baseline) - present))}, and no "
+                          f"alembic_version; it cannot be migrated")
+    differ = [name for name, shape in _shape(conn, present).items() if shape != baseline[name]]
+    if differ:
+        raise SchemaError(f"database: its tables {', '.join(differ)} differ "
+                          f"from the baseline schema and there is no alembic_version; it "
+                          f"cannot be migrated")
+    if conn.execute(text("SELECT count(*) FROM audit_head")).scalar() == 0:
+        conn.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :genesis)"),
+                     {"genesis": GENESIS_HASH})   # as the pre-Alembic upgrade() made it
+    return True

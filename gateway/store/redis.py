@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import redis as redis_lib
 
-
-class RedisUnavailable(Exception):
-    """Redis did not answer; callers fail closed (503) rather than go on without it."""
+from gateway.errors import StoreUnavailable
 
 
 class RedisStore:
@@ -40,7 +38,7 @@ class RedisStore:
             pipe.ttl(rate_key)
             fresh, count, _, ttl = pipe.execute()
         except redis_lib.RedisError as exc:
-            raise RedisUnavailable("redis did not answer") from exc
+            raise StoreUnavailable("redis did not answer") from exc
         return bool(fresh), 0 if count <= limit else max(1, int(ttl))
 
     def hit(self, kind: str, ident: str, limit: int, window: int) -> int:
@@ -57,7 +55,31 @@ class RedisStore:
                 return 0
             return max(1, int(self.client.ttl(key)))
         except redis_lib.RedisError as exc:
-            raise RedisUnavailable("redis did not answer") from exc
+            raise StoreUnavailable("redis did not answer") from exc
+
+    def take_units(self, keys: list[str], ttls: list[int]) -> list[int]:
+        """One unit from each budget hash, in one MULTI: answer each budget's units kept
+        (taken minus given back) including this one."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for key, ttl in zip(keys, ttls):
+                pipe.hincrby(key, "taken", 1)
+                pipe.hget(key, "back")
+                pipe.expire(key, ttl)
+            replies = pipe.execute()
+        except redis_lib.RedisError as exc:
+            raise StoreUnavailable("redis did not answer") from exc
+        return [replies[3 * i] - int(replies[3 * i + 1] or 0) for i in range(len(keys))]
+
+    def return_units(self, keys: list[str]) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for key in keys:
+                pipe.hincrby(key, "back", 1)
+                pipe.expire(key, 60, nx=True)  # only if its window ended meanwhile: no stray key
+            pipe.execute()
+        except redis_lib.RedisError as exc:
+            raise StoreUnavailable("redis did not answer") from exc
 
     def ping(self) -> bool:
         try:

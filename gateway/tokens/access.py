@@ -9,11 +9,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+from typing import NewType
 
 from gateway.config import ACCESS_TOKEN_TTL
 
 from . import jose
 from .errors import TokenError
+
+
+# Claims that passed ``AccessTokenVerifier.verify``: a release can only be given these.
+VerifiedClaims = NewType("VerifiedClaims", dict)
 
 
 def new_jti() -> str:
@@ -35,14 +40,14 @@ class AccessTokenVerifier:
         self._lock = threading.Lock()
         self.max_cached = max_cached
 
-    def verify(self, token: str) -> dict:
+    def verify(self, token: str) -> VerifiedClaims:
         now = self.clock.now()
         digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest() \
             if isinstance(token, str) else ""
         cached = self._cache.get(digest)
         if cached is not None:
             if cached["exp"] > now:
-                return cached
+                return VerifiedClaims(cached)
             raise TokenError("token expired")
         header = jose.unverified_header(token)
         key = self.keyring.verification_key(header.get("kid"))
@@ -59,4 +64,4 @@ class AccessTokenVerifier:
                 if len(self._cache) >= self.max_cached:
                     self._cache.clear()
             self._cache[digest] = claims
-        return claims
+        return VerifiedClaims(claims)

@@ -1,2 +1,4 @@
-class TokenError(Exception):
-    """A token, assertion or signed message was refused. The message is safe to show."""
+"""Tokens' errors are the gateway's ``TokenError`` (401, Bearer invalid_token)."""
+from gateway.errors import TokenError
+
+__all__ = ["TokenError"]

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from flask import make_response, redirect, request, session, url_for
 
-from gateway import mock_iam_smart
-from gateway import throttle
+from gateway import mock_iam_smart, runtime
+from gateway import rate_limits
+from gateway.errors import Throttled
 
 from .i18n import translator
-from .pages import bp, check_csrf, gw, lang, local_path, render
+from .pages import bp, check_csrf, lang, local_path, render
 
 
 def _message(key: str, **values) -> str:
@@ -22,15 +23,15 @@ def login_page():
 @bp.post("/login")
 def login():
     check_csrf()
-    throttle.check(gw(), "login", request.remote_addr or "-", gw().config.login_rate_per_minute)
+    rate_limits.charge(runtime.current(), "login", request.remote_addr or "-")
     next_url = local_path(request.form.get("next", "/me"))
     try:
-        pending, code = mock_iam_smart.start(gw(), request.form.get("hkid", ""))
+        pending, code = mock_iam_smart.start(runtime.current(), request.form.get("hkid", ""))
     except mock_iam_smart.LoginError as exc:
         return render("login.html", status=400, error=_message(str(exc)), next_url=next_url)
     session["pending_login"] = pending
     session["next"] = next_url
-    if gw().config.demo:
+    if runtime.current().config.demo:
         session["demo_code"] = code
     return redirect(url_for("web.verify_code_page"), code=303)
 
@@ -39,19 +40,19 @@ def login():
 def verify_code_page():
     if "pending_login" not in session:
         return redirect(url_for("web.login_page"), code=303)
-    return render("code.html", demo_code=session.get("demo_code") if gw().config.demo else None)
+    return render("code.html", demo_code=session.get("demo_code") if runtime.current().config.demo else None)
 
 
 @bp.post("/login/code")
 def verify_code():
     check_csrf()
-    throttle.check(gw(), "login", request.remote_addr or "-", gw().config.login_rate_per_minute)
+    rate_limits.charge(runtime.current(), "login", request.remote_addr or "-")
     pending = session.get("pending_login")
-    demo_code = session.get("demo_code") if gw().config.demo else None
+    demo_code = session.get("demo_code") if runtime.current().config.demo else None
     try:
-        citizen = mock_iam_smart.verify(gw(), pending, request.form.get("code", "").strip(),
+        citizen = mock_iam_smart.verify(runtime.current(), pending, request.form.get("code", "").strip(),
                                         request.cookies.get(mock_iam_smart.DEVICE_COOKIE))
-    except throttle.Throttled as exc:
+    except Throttled as exc:
         minutes = -(-exc.retry_after // 60)
         resp = make_response(render("code.html", status=429, demo_code=demo_code,
                                     error=_message("code.error.too_many", minutes=minutes)))
@@ -61,20 +62,20 @@ def verify_code():
         if pending:
             session["pending_login"] = pending  # the attempt counter went up
         return render("code.html", status=400, error=_message(str(exc)), demo_code=demo_code)
-    mark = mock_iam_smart.new_device_mark(gw(), pending["hkid"])
+    mark = mock_iam_smart.new_device_mark(runtime.current(), pending["hkid"])
     next_url = session.get("next", "/me")
     chosen = session.get("lang")
     session.clear()
     session.regenerate()
     session["subject_id"] = citizen["subject_id"]
-    session["logged_in_at"] = gw().clock.now()
+    session["logged_in_at"] = runtime.current().clock.now()
     if chosen:
         session["lang"] = chosen
     resp = redirect(local_path(next_url), code=303)
     # this browser now has a wrong-code budget of its own for this citizen (see gateway/login.py)
     resp.set_cookie(mock_iam_smart.DEVICE_COOKIE, mark, max_age=mock_iam_smart.DEVICE_MARK_TTL,
                     path="/login", httponly=True, samesite="Strict",
-                    secure=gw().config.production or gw().config.issuer.startswith("https://"))
+                    secure=runtime.current().config.production or runtime.current().config.issuer.startswith("https://"))
     return resp
 
 

@@ -5,12 +5,14 @@ from urllib.parse import urlencode
 
 from flask import g, redirect, request, session, url_for
 
+from gateway import runtime
+
 from gateway.consent import citizen_view
 from gateway.citizens import by_subject
 from gateway.oauth import grant
 from gateway.requester_registry import csp_origin
 
-from .pages import bp, check_csrf, gw, lang, render, signed_in
+from .pages import bp, check_csrf, lang, render, signed_in
 
 
 def _login_redirect():
@@ -24,11 +26,11 @@ def authorize_page():
     if request.args.get("response_type", "code") != "code":
         return render("error.html", status=400, message="response_type must be code")
     client_id, request_uri = request.args.get("client_id"), request.args.get("request_uri")
-    with gw().db.connect() as conn:
-        pushed = grant.load_pushed(gw(), conn, client_id, request_uri)
+    with runtime.current().db.connect() as conn:
+        pushed = grant.load_pushed(runtime.current(), conn, client_id, request_uri)
     if not signed_in():
         return _login_redirect()
-    view = citizen_view.preview(gw(), pushed, signed_in(), lang())
+    view = citizen_view.preview(runtime.current(), pushed, signed_in(), lang())
     g.form_action_extra = csp_origin(pushed["redirect_uri"])   # None: not a clean origin
     return render("consent.html", request_uri=request_uri, **view)
 
@@ -41,10 +43,10 @@ def authorize():
     decision = request.form.get("decision")
     if decision not in ("approve", "decline"):
         return render("error.html", status=400, message="choose Approve or Decline")
-    with gw().transaction() as conn:
-        pushed = grant.load_pushed(gw(), conn, request.form.get("client_id"),
+    with runtime.current().transaction() as conn:
+        pushed = grant.load_pushed(runtime.current(), conn, request.form.get("client_id"),
                                    request.form.get("request_uri"))
         citizen = by_subject(conn, signed_in())
-        target = grant.decide(gw(), conn, pushed, citizen, approve=decision == "approve")
+        target = grant.decide(runtime.current(), conn, pushed, citizen, approve=decision == "approve")
     session.pop("demo_code", None)
     return redirect(target, code=303)

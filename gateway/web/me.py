@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from flask import redirect, session, url_for
 
+from gateway import runtime
+
 from gateway.consent import citizen_view
 
 from .i18n import translator
-from .pages import bp, check_csrf, gw, lang, render, signed_in
+from .pages import bp, check_csrf, lang, render, signed_in
 
 
 @bp.get("/me")
@@ -16,7 +18,7 @@ def me():
     notice = None
     if session.pop("revoked", None):
         notice = translator(lang())[0]("me.revoked_notice")
-    return render("me.html", consents=citizen_view.overview(gw(), signed_in(), lang()),
+    return render("me.html", consents=citizen_view.overview(runtime.current(), signed_in(), lang()),
                   notice=notice)
 
 
@@ -25,7 +27,7 @@ def revoke(consent_id: str):
     check_csrf()
     if not signed_in():
         return redirect(url_for("web.login_page", next="/me"), code=303)
-    citizen_view.revoke(gw(), signed_in(), consent_id[:64])
+    citizen_view.revoke(runtime.current(), signed_in(), consent_id[:64])
     session["revoked"] = True
     return redirect(url_for("web.me"), code=303)
 

@@ -5,22 +5,22 @@ import hmac
 import secrets
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, current_app, render_template, request, session
+from flask import Blueprint, render_template, request, session
+
+from gateway import http_errors
+from gateway.errors import FormExpired, StoreUnavailable
 
 from .i18n import LANGS, pick, translator
 
 bp = Blueprint("web", __name__, template_folder="templates")
+http_errors.use(bp, http_errors.as_page)
 
-
-def gw():
-    return current_app.extensions["cdeg"]
 
 
 @bp.before_app_request
 def _session_store_answers_and_language_is_remembered():
     if getattr(session, "unavailable", False):
-        from gateway.store.redis import RedisUnavailable
-        raise RedisUnavailable("session store did not answer")
+        raise StoreUnavailable("session store did not answer")
     if request.args.get("lang") in LANGS:
         lang()  # remember ?lang= even on a page that only redirects (to the login)
 
@@ -43,7 +43,7 @@ def check_csrf() -> None:
     sent = request.form.get("csrf_token", "")
     token = session.get("csrf")
     if not token or not isinstance(sent, str) or not hmac.compare_digest(sent, token):
-        abort(400, description="the form expired or did not come from this site; reload the page")
+        raise FormExpired()
 
 
 @bp.app_context_processor

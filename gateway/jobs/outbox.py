@@ -1,0 +1,149 @@
+"""Work after commit: a transaction that asks for a job (a CDI query, a webhook, a sweep) writes
+an outbox row in itself; the row is handed on only once that transaction has committed, and
+stays until the job has run.
+
+    add(conn, now, job, args, key)      in the caller's transaction: the job is asked for
+    relay(gw)                           after commit: committed rows that are not yet handed on
+                                        go to RQ (a real Redis), or run here and now (embedded)
+    run(outbox_id)                      what an RQ worker runs: the row's job, against the
+                                        worker's gateway, marked done once it has succeeded
+
+So a job can neither run before the transaction that asked for it commits (an uncommitted row
+is invisible to ``relay``; a rolled-back one never existed) nor be lost after it: if the
+process dies between the commit and the relay, or Redis is down, the row waits for the next
+relay — after the next committing transaction, at the start of ``cdeg serve`` and every few
+seconds in ``cdeg worker``, which also hands on again rows relayed long ago but never done (a
+worker killed mid-job). A job may therefore run more than once: every job is idempotent (it
+takes ids and re-reads the ledger), and ``key`` makes asking twice one row.
+
+Job arguments are ids and numbers only, never personal data (SECURITY.md).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from gateway import runtime
+from gateway.errors import StoreUnavailable
+from gateway.store.db import outbox
+
+from .registry import JOBS
+
+if TYPE_CHECKING:
+    from gateway.instance import Gateway
+
+log = logging.getLogger("cdeg.jobs")
+
+ASKED = "cdeg_outbox_asked"   # set in a connection's info by add(): relay after this commit
+MAX_ATTEMPTS = 5              # a job that failed this often waits for an operator
+RELAY_BATCH = 100
+STALE_AFTER = 300             # seconds: relayed but not done by then, hand it on again
+JOB_TIMEOUT = 120             # seconds an RQ worker gives one job
+
+
+class JobRefused(ValueError):
+    """A job asked for that the registry does not know, or arguments that are not ids."""
+
+
+def _check(job: str, args: dict) -> None:
+    if job not in JOBS:
+        raise JobRefused(f"unknown job {job!r}")
+    for name, value in args.items():
+        if not isinstance(name, str) or not isinstance(value, (str, int)) \
+                or isinstance(value, bool) or (isinstance(value, str) and len(value) > 200):
+            raise JobRefused(f"job {job}: argument {name!r} must be an id or a number")
+
+
+def add(conn: Connection, now: int, job: str, args: dict, key: str) -> None:
+    """Ask, inside the caller's transaction, for ``job(gw, **args)`` to run once it commits;
+    ``key`` names the request: asking again with the same key adds nothing."""
+    _check(job, args)
+    values = dict(job=job, args=args, idempotency_key=key, created_at=now, attempts=0)
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(dialect.insert(outbox).values(**values)
+                 .on_conflict_do_nothing(index_elements=["idempotency_key"]))
+    conn.info[ASKED] = True
+
+
+def asked(conn: Connection) -> bool:
+    """Whether the transaction on ``conn`` asked for work (and forget it)."""
+    return bool(conn.info.pop(ASKED, False))
+
+
+def _due(now: int):
+    return and_(outbox.c.done_at.is_(None), outbox.c.attempts < MAX_ATTEMPTS,
+                or_(outbox.c.relayed_at.is_(None), outbox.c.relayed_at <= now - STALE_AFTER))
+
+
+def relay(gw: Gateway, limit: int = RELAY_BATCH) -> int:
+    """Hand on the committed rows that are due; answer how many. Inline (the embedded
+    default) each job runs here, in turn; otherwise each is enqueued on RQ, and the rows are
+    marked relayed in the same transaction that chose them (two relays never take the same
+    row: PostgreSQL skips rows another relay holds, SQLite serialises the two)."""
+    if gw.config.inline_jobs:
+        with gw.reads.connect() as conn:
+            ids = conn.execute(select(outbox.c.id).where(_due(gw.clock.now()))
+                               .order_by(outbox.c.id).limit(limit)).scalars().all()
+        return sum(1 for outbox_id in ids if _run(gw, outbox_id, claim=_due(gw.clock.now())))
+    from gateway.store.queue import queue_for
+    queue = queue_for(gw)
+    with gw.transaction() as conn:
+        now = gw.clock.now()
+        query = select(outbox.c.id).where(_due(now)).order_by(outbox.c.id).limit(limit)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = conn.execute(query).scalars().all()
+        for outbox_id in ids:
+            try:  # the RQ job id is the row's: a second relay of it replaces, not doubles
+                queue.enqueue("gateway.jobs.outbox.run", outbox_id, job_id=f"outbox-{outbox_id}",
+                              job_timeout=JOB_TIMEOUT, failure_ttl=3600, result_ttl=600)
+            except Exception as exc:  # noqa: BLE001 - Redis errors: the rows wait, unrelayed
+                raise StoreUnavailable("the job queue did not answer") from exc
+        if ids:
+            conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(relayed_at=now))
+    return len(ids)
+
+
+def relay_quietly(gw: Gateway) -> None:
+    """Relay after a commit: the commit stands whatever happens here; what could not be handed
+    on now waits for the next relay."""
+    try:
+        relay(gw)
+    except Exception as exc:  # noqa: BLE001 - never undo or fail the request that committed
+        log.warning("outbox relay deferred: %s", type(exc).__name__)
+
+
+def run(outbox_id: int) -> object:
+    """An RQ worker's entry: run one outbox row against the worker's gateway."""
+    return _run(runtime.current(), outbox_id, raise_errors=True)
+
+
+def _run(gw: Gateway, outbox_id: int, *, claim=None, raise_errors: bool = False):
+    """Run the row's job unless it is already done (or, with ``claim``, unless another relay
+    took it first); mark it done once it succeeded. Answers the job's result (None when there
+    was nothing to do)."""
+    now = gw.clock.now()
+    if claim is None:
+        claim = and_(outbox.c.done_at.is_(None), outbox.c.attempts < MAX_ATTEMPTS)
+    with gw.transaction() as conn:
+        row = conn.execute(update(outbox)
+                           .where(outbox.c.id == outbox_id, claim)
+                           .values(attempts=outbox.c.attempts + 1, relayed_at=now)
+                           .returning(outbox.c.job, outbox.c.args)).first()
+    if row is None:
+        return None
+    try:
+        result = JOBS[row.job](gw, **row.args)
+    except Exception as exc:
+        log.warning("job %s (outbox %s) failed: %s", row.job, outbox_id, type(exc).__name__)
+        if raise_errors:
+            raise
+        return None
+    with gw.transaction() as conn:
+        conn.execute(update(outbox).where(outbox.c.id == outbox_id)
+                     .values(done_at=gw.clock.now()))
+    return result if result is not None else True

@@ -1,0 +1,10 @@
+"""The jobs an outbox row may name: ``name -> function(gw, **ids)``. A job is a module-level
+function that takes the gateway and ids, re-reads what it needs from the ledger, and may run
+more than once with the same effect."""
+from __future__ import annotations
+
+from . import sweeps
+
+JOBS = {
+    "sweep.expire_consents": sweeps.expire_consents,
+}
