@@ -187,10 +187,9 @@ def keys():
 @keys.command("rotate", help="Add a new signing key; the old one stays published a while.")
 def keys_rotate():
     from gateway.clock import Clock
-    from gateway.config import ACCESS_TOKEN_TTL
     from gateway.tokens.keyring import Keyring
     config = _config()
-    ring = Keyring(Path(config.instance_dir) / "keys", Clock(), ACCESS_TOKEN_TTL + 60)
+    ring = Keyring(Path(config.instance_dir) / "keys", Clock(), config.retired_key_published)
     kid = ring.rotate()
     click.echo(f"new signing key {kid}; the previous key stays in /jwks.json until the tokens "
                f"it signed have expired")

@@ -6,7 +6,7 @@ depend on each other (the issuer on the host and port, the SQLite file on the in
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -17,15 +17,9 @@ class ConfigError(Exception):
     """A setting is missing or wrong; the message names the variable."""
 
 
-ACCESS_TOKEN_TTL = 600          # seconds; RFC 9068 tokens live at most 10 minutes
-AUTHORIZATION_CODE_TTL = 60     # seconds, single use
-PUSHED_REQUEST_TTL = 90         # seconds a request_uri from /oauth/par lives
-CLIENT_ASSERTION_MAX_TTL = 300  # a client assertion's exp at most 5 minutes ahead
-CLOCK_SKEW = 60                 # iat / nbf at most this far in the future
-
-
 @dataclass(frozen=True)
 class Config:
+    """Every setting, TTL and limit of the gateway (seconds and counts), in one place."""
     env: str = "demo"                      # "production" disables demo data and demo codes
     instance_dir: Path = Path("instance")
     issuer: str = "http://127.0.0.1:8000"
@@ -41,7 +35,25 @@ class Config:
     oauth_rate_per_minute: int = 6_000        # PAR, token, revoke, introspect calls per requester
     login_rate_per_minute: int = 20           # login attempts per address
     connector_timeout: tuple[float, float] = (2.0, 5.0)
-    extra: dict = field(default_factory=dict)
+    # OAuth and tokens
+    access_token_ttl: int = 600               # RFC 9068 tokens live at most 10 minutes (SPEC 3)
+    authorization_code_ttl: int = 60          # single use
+    pushed_request_ttl: int = 90              # a request_uri from /oauth/par
+    client_assertion_max_ahead: int = 300     # a client assertion's exp at most this far ahead
+    clock_skew: int = 60                      # iat / nbf at most this far in the future
+    # the mock iAM Smart login (gateway/mock_iam_smart.py explains the bounds)
+    login_code_ttl: int = 300                 # a pending second-factor code
+    login_code_attempts: int = 5              # checks of one pending code
+    wrong_code_window: int = 15 * 60
+    wrong_code_day: int = 24 * 60 * 60
+    unmarked_wrong_codes: int = 10            # per citizen per window, browsers without its mark
+    unmarked_wrong_codes_a_day: int = 50      # per citizen per day, the same browsers
+    marked_wrong_codes: int = 5               # per citizen per window, each marked browser
+    device_mark_ttl: int = 30 * 24 * 60 * 60
+    # jobs (gateway/jobs/outbox.py)
+    job_attempts: int = 5                     # a job that failed this often waits for an operator
+    job_stale_after: int = 300                # relayed but not done by then: handed on again
+    job_timeout: int = 120                    # an RQ worker's limit for one job
 
     @property
     def production(self) -> bool:
@@ -62,6 +74,11 @@ class Config:
     @property
     def inline_jobs(self) -> bool:
         return self.embedded_redis if self.jobs_inline is None else self.jobs_inline
+
+    @property
+    def retired_key_published(self) -> int:
+        """How long a retired signing key stays in /jwks.json: what it signed must verify."""
+        return self.access_token_ttl + 60
 
     @property
     def api_audience(self) -> str:
@@ -114,6 +131,19 @@ class Config:
         if self.redis_url is not None and not self.redis_url.startswith(
                 ("redis://", "rediss://", "unix://")):
             raise ConfigError("CDEG_REDIS_URL: must start with redis://, rediss:// or unix://")
+        for name in ("access_token_ttl", "authorization_code_ttl", "pushed_request_ttl",
+                     "client_assertion_max_ahead", "clock_skew", "login_code_ttl",
+                     "login_code_attempts", "wrong_code_window", "wrong_code_day",
+                     "unmarked_wrong_codes", "unmarked_wrong_codes_a_day", "marked_wrong_codes",
+                     "device_mark_ttl", "job_attempts", "job_stale_after", "job_timeout",
+                     "client_rate_per_minute", "oauth_rate_per_minute", "login_rate_per_minute"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}: must be a whole number of at least 1")
+        if self.access_token_ttl > 600 or self.authorization_code_ttl > 60 \
+                or not 60 <= self.pushed_request_ttl <= 600:
+            raise ConfigError("access tokens live at most 600 s, codes 60 s, pushed requests "
+                              "60 to 600 s (SPEC section 3)")
         if self.production:
             if not self.secret_key or len(self.secret_key) < 32:
                 raise ConfigError("CDEG_SECRET_KEY: production needs a secret of at least 32 characters")

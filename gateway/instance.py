@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway import requester_registry
 from gateway.clock import Clock
-from gateway.config import ACCESS_TOKEN_TTL, Config
+from gateway.config import Config
 from gateway.errors import Contention
 from gateway.exchange.router import Router
 from gateway.store import db
@@ -83,9 +83,9 @@ class Gateway:
             db.upgrade(self.db)
         self.redis = RedisStore(config.redis_url, config.redis_prefix)
         self.keyring = Keyring(Path(config.instance_dir) / "keys", self.clock,
-                               publish_after_retirement=ACCESS_TOKEN_TTL + 60)
+                               publish_after_retirement=config.retired_key_published)
         self.access_tokens = AccessTokenVerifier(self.keyring, config.issuer, config.api_audience,
-                                                 self.clock)
+                                                 self.clock, config.access_token_ttl)
         self.departments = DepartmentsClient(config.departments_url, config.connector_timeout,
                                              in_process=departments)
         self.router = Router(self.departments)

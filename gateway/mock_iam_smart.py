@@ -65,15 +65,7 @@ from schemas.hkid import InvalidHKID, normalise
 log = logging.getLogger("cdeg")
 
 CODE_FORMAT = re.compile(r"[0-9]{6}")  # ASCII digits: str.isdigit() takes any script's
-CODE_TTL = 300
-MAX_ATTEMPTS = 5
-WINDOW = 15 * 60
-DAY = 24 * 60 * 60
-UNMARKED_WRONG_CODES = 10        # per citizen per WINDOW, all browsers without its device mark
-UNMARKED_WRONG_CODES_A_DAY = 50  # per citizen per DAY, the same browsers
-MARKED_WRONG_CODES = 5           # per citizen per WINDOW, each browser with its device mark
 DEVICE_COOKIE = "cdeg_device"
-DEVICE_MARK_TTL = 30 * DAY
 
 _HKID_ERRORS = {"HKID check digit does not match": "login.error.check_digit"}
 
@@ -132,16 +124,18 @@ def start(gw, raw_hkid) -> tuple[dict, str]:
     hashed = code if known else secrets.token_hex(32)  # unknown: no code can ever match
     pending = {"hkid": hkid, "known": known,
                "code_hash": _code_hash(gw.session_secret, hkid, hashed),
-               "expires_at": gw.clock.now() + CODE_TTL, "attempts": 0,
+               "expires_at": gw.clock.now() + gw.config.login_code_ttl, "attempts": 0,
                "id": secrets.token_urlsafe(16)}
     return pending, code
 
 
-def _budgets(citizen: str, device: str | None) -> list[tuple[str, str, int, int]]:
+def _budgets(config, citizen: str, device: str | None) -> list[tuple[str, str, int, int]]:
     if device:
-        return [("login-wrong-code-marked", f"{citizen}:{device}", MARKED_WRONG_CODES, WINDOW)]
-    return [("login-wrong-code", citizen, UNMARKED_WRONG_CODES, WINDOW),
-            ("login-wrong-code-day", citizen, UNMARKED_WRONG_CODES_A_DAY, DAY)]
+        return [("login-wrong-code-marked", f"{citizen}:{device}", config.marked_wrong_codes,
+                 config.wrong_code_window)]
+    return [("login-wrong-code", citizen, config.unmarked_wrong_codes, config.wrong_code_window),
+            ("login-wrong-code-day", citizen, config.unmarked_wrong_codes_a_day,
+             config.wrong_code_day)]
 
 
 def verify(gw, pending: dict | None, code, device_mark: str | None = None) -> dict:
@@ -151,17 +145,18 @@ def verify(gw, pending: dict | None, code, device_mark: str | None = None) -> di
     this citizen is spent (the code is then not compared)."""
     if not pending:
         raise LoginError("code.error.start_again")
-    if pending["expires_at"] <= gw.clock.now() or pending["attempts"] >= MAX_ATTEMPTS:
+    if pending["expires_at"] <= gw.clock.now() or pending["attempts"] >= gw.config.login_code_attempts:
         raise LoginError("code.error.expired")
     citizen = _citizen_key(gw, pending["hkid"])
-    held = rate_limits.reserve(gw, _budgets(citizen, _marked_device(gw, citizen, device_mark)))
+    held = rate_limits.reserve(gw, _budgets(gw.config, citizen, _marked_device(gw, citizen, device_mark)))
     pending["attempts"] += 1
     # counted in Redis too, atomically: parallel guesses on one session cannot pass the limit
     try:
-        rate_limits.charge(gw, "login-code", pending["id"], limit=MAX_ATTEMPTS, window=CODE_TTL)
+        rate_limits.charge(gw, "login-code", pending["id"], limit=gw.config.login_code_attempts,
+                           window=gw.config.login_code_ttl)
     except Throttled:
         rate_limits.give_back(gw, held)  # not compared: not a guess
-        pending["attempts"] = MAX_ATTEMPTS
+        pending["attempts"] = gw.config.login_code_attempts
         raise LoginError("code.error.expired")
     well_formed = isinstance(code, str) and CODE_FORMAT.fullmatch(code) is not None
     matches = hmac.compare_digest(

@@ -251,7 +251,7 @@ def test_parallel_guesses_cannot_pass_the_attempt_limit(gw):
     """Each parallel request sees the session as it was (attempts 0); Redis counts them all."""
     from gateway import mock_iam_smart
     pending, code = mock_iam_smart.start(gw, HKID)
-    for _ in range(mock_iam_smart.MAX_ATTEMPTS):
+    for _ in range(gw.config.login_code_attempts):
         with pytest.raises(mock_iam_smart.LoginError):
             mock_iam_smart.verify(gw, dict(pending), "000000" if code != "000000" else "111111")
     with pytest.raises(mock_iam_smart.LoginError, match="expired"):

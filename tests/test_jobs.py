@@ -102,9 +102,9 @@ def test_a_failing_inline_job_is_tried_again_later_and_then_left_for_an_operator
         outbox.add(conn, gw.clock.now(), "test.failing", {}, key="f")
     assert len(calls) == 1 and _rows(gw)[0]["done_at"] is None
     for _ in range(10):
-        gw.clock.advance(outbox.STALE_AFTER + 1)
+        gw.clock.advance(gw.config.job_stale_after + 1)
         outbox.relay(gw)
-    assert len(calls) == outbox.MAX_ATTEMPTS and _rows(gw)[0]["done_at"] is None
+    assert len(calls) == gw.config.job_attempts and _rows(gw)[0]["done_at"] is None
 
 
 def test_a_job_is_not_lost_when_the_queue_is_down_at_commit(tmp_path, request, clock, monkeypatch):

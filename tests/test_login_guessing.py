@@ -6,14 +6,17 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway import mock_iam_smart
+from gateway.config import Config
 from gateway.errors import Throttled
+
+DEFAULTS = Config()  # the limits every test app keeps
 
 from .flow import HKID, Flow
 
 ATTACKER_HKID = "G123456(A)"  # the attacker's own identity, also known to ImmD
 
 
-def _at_window_start(clock, window: int = mock_iam_smart.WINDOW) -> None:
+def _at_window_start(clock, window: int = DEFAULTS.wrong_code_window) -> None:
     """Move the gateway clock to the start of a window, so no test straddles one by chance."""
     clock.advance(window - clock.now() % window)
 
@@ -56,7 +59,7 @@ def _hammer(app, addresses: range, hkid: str = HKID, prefix: str = "10.66") -> d
     for i in addresses:
         browser = Browser(app, f"{prefix}.{i // 250}.{i % 250 + 1}")
         wrong = _wrong(browser.start(hkid))
-        for _ in range(mock_iam_smart.MAX_ATTEMPTS):
+        for _ in range(DEFAULTS.login_code_attempts):
             resp = browser.enter(wrong)
             if resp.status_code == 429:
                 assert int(resp.headers["Retry-After"]) >= 1
@@ -72,23 +75,23 @@ def test_code_guesses_per_citizen_are_bounded_however_many_addresses_guess(app, 
     right code is not compared for a browser that never logged in as the citizen."""
     _at_window_start(clock)
     seen = _hammer(app, range(30))
-    assert seen["compared"] == mock_iam_smart.UNMARKED_WRONG_CODES == 10
+    assert seen["compared"] == DEFAULTS.unmarked_wrong_codes == 10
     assert seen["refused"] == 30 - 2
     newcomer = Browser(app, "10.77.0.1")
     resp = newcomer.enter(newcomer.start())
     assert resp.status_code == 429 and "Too many wrong codes" in resp.get_data(as_text=True)
-    clock.advance(mock_iam_smart.WINDOW)  # the next window: the budget is back
+    clock.advance(DEFAULTS.wrong_code_window)  # the next window: the budget is back
     assert newcomer.log_in().status_code == 303
 
 
 def test_code_guesses_per_citizen_are_bounded_per_day(app, clock):
-    _at_window_start(clock, mock_iam_smart.DAY)
+    _at_window_start(clock, DEFAULTS.wrong_code_day)
     compared = []
     for window in range(6):
         compared.append(_hammer(app, range(window * 4, window * 4 + 4))["compared"])
-        clock.advance(mock_iam_smart.WINDOW)
+        clock.advance(DEFAULTS.wrong_code_window)
     assert compared == [10, 10, 10, 10, 10, 0]
-    assert sum(compared) == mock_iam_smart.UNMARKED_WRONG_CODES_A_DAY == 50
+    assert sum(compared) == DEFAULTS.unmarked_wrong_codes_a_day == 50
 
 
 def test_citizen_logs_in_from_own_browser_while_others_hammer_the_hkid(app, clock):
@@ -135,13 +138,13 @@ def test_parallel_guesses_cannot_pass_the_citizen_budget(gw, clock):
         return "logged in"
     with ThreadPoolExecutor(max_workers=10) as pool:
         outcomes = list(pool.map(guess, pending))
-    assert outcomes.count("compared") == mock_iam_smart.UNMARKED_WRONG_CODES
-    assert outcomes.count("refused") == 30 - mock_iam_smart.UNMARKED_WRONG_CODES
+    assert outcomes.count("compared") == DEFAULTS.unmarked_wrong_codes
+    assert outcomes.count("refused") == 30 - DEFAULTS.unmarked_wrong_codes
 
 
 def test_right_codes_cost_no_budget(app, clock):
     """A citizen who logs in many times from new browsers never spends the budget."""
     _at_window_start(clock)
-    for i in range(mock_iam_smart.UNMARKED_WRONG_CODES + 3):
+    for i in range(DEFAULTS.unmarked_wrong_codes + 3):
         assert Browser(app, f"10.5.0.{i + 1}").log_in().status_code == 303
-    assert _hammer(app, range(3))["compared"] == mock_iam_smart.UNMARKED_WRONG_CODES
+    assert _hammer(app, range(3))["compared"] == DEFAULTS.unmarked_wrong_codes

@@ -39,10 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cdeg.jobs")
 
 ASKED = "cdeg_outbox_asked"   # set in a connection's info by add(): relay after this commit
-MAX_ATTEMPTS = 5              # a job that failed this often waits for an operator
-RELAY_BATCH = 100
-STALE_AFTER = 300             # seconds: relayed but not done by then, hand it on again
-JOB_TIMEOUT = 120             # seconds an RQ worker gives one job
+RELAY_BATCH = 100             # attempts, staleness and the job timeout are in Config
 
 
 class JobRefused(ValueError):
@@ -74,9 +71,10 @@ def asked(conn: Connection) -> bool:
     return bool(conn.info.pop(ASKED, False))
 
 
-def _due(now: int):
-    return and_(outbox.c.done_at.is_(None), outbox.c.attempts < MAX_ATTEMPTS,
-                or_(outbox.c.relayed_at.is_(None), outbox.c.relayed_at <= now - STALE_AFTER))
+def _due(config, now: int):
+    return and_(outbox.c.done_at.is_(None), outbox.c.attempts < config.job_attempts,
+                or_(outbox.c.relayed_at.is_(None),
+                    outbox.c.relayed_at <= now - config.job_stale_after))
 
 
 def relay(gw: Gateway, limit: int = RELAY_BATCH) -> int:
@@ -86,21 +84,21 @@ def relay(gw: Gateway, limit: int = RELAY_BATCH) -> int:
     row: PostgreSQL skips rows another relay holds, SQLite serialises the two)."""
     if gw.config.inline_jobs:
         with gw.reads.connect() as conn:
-            ids = conn.execute(select(outbox.c.id).where(_due(gw.clock.now()))
+            ids = conn.execute(select(outbox.c.id).where(_due(gw.config, gw.clock.now()))
                                .order_by(outbox.c.id).limit(limit)).scalars().all()
-        return sum(1 for outbox_id in ids if _run(gw, outbox_id, claim=_due(gw.clock.now())))
+        return sum(1 for outbox_id in ids if _run(gw, outbox_id, claim=_due(gw.config, gw.clock.now())))
     from gateway.store.queue import queue_for
     queue = queue_for(gw)
     with gw.transaction() as conn:
         now = gw.clock.now()
-        query = select(outbox.c.id).where(_due(now)).order_by(outbox.c.id).limit(limit)
+        query = select(outbox.c.id).where(_due(gw.config, now)).order_by(outbox.c.id).limit(limit)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         ids = conn.execute(query).scalars().all()
         for outbox_id in ids:
             try:  # the RQ job id is the row's: a second relay of it replaces, not doubles
                 queue.enqueue("gateway.jobs.outbox.run", outbox_id, job_id=f"outbox-{outbox_id}",
-                              job_timeout=JOB_TIMEOUT, failure_ttl=3600, result_ttl=600)
+                              job_timeout=gw.config.job_timeout, failure_ttl=3600, result_ttl=600)
             except Exception as exc:  # noqa: BLE001 - Redis errors: the rows wait, unrelayed
                 raise StoreUnavailable("the job queue did not answer") from exc
         if ids:
@@ -128,7 +126,7 @@ def _run(gw: Gateway, outbox_id: int, *, claim=None, raise_errors: bool = False)
     was nothing to do)."""
     now = gw.clock.now()
     if claim is None:
-        claim = and_(outbox.c.done_at.is_(None), outbox.c.attempts < MAX_ATTEMPTS)
+        claim = and_(outbox.c.done_at.is_(None), outbox.c.attempts < gw.config.job_attempts)
     with gw.transaction() as conn:
         row = conn.execute(update(outbox)
                            .where(outbox.c.id == outbox_id, claim)

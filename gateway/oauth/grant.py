@@ -12,7 +12,6 @@ from marshmallow import ValidationError
 from sqlalchemy import select, update
 
 from gateway import citizens
-from gateway.config import AUTHORIZATION_CODE_TTL, PUSHED_REQUEST_TTL
 from gateway.audit import chain
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import ConsentError, Status
@@ -77,8 +76,8 @@ def push(gw, conn, requester: dict, form: dict) -> dict:
     conn.execute(pushed_requests.insert().values(
         request_uri=request_uri, client_id=requester["client_id"], consent_id=consent_id,
         redirect_uri=params["redirect_uri"], state=params.get("state"),
-        code_challenge=params["code_challenge"], expires_at=now + PUSHED_REQUEST_TTL))
-    return {"request_uri": request_uri, "expires_in": PUSHED_REQUEST_TTL}
+        code_challenge=params["code_challenge"], expires_at=now + gw.config.pushed_request_ttl))
+    return {"request_uri": request_uri, "expires_in": gw.config.pushed_request_ttl}
 
 
 def load_pushed(gw, conn, client_id, request_uri) -> dict:
@@ -138,7 +137,7 @@ def decide(gw, conn, pushed: dict, citizen: dict, approve: bool) -> str:
     conn.execute(authorization_codes.insert().values(
         code_hash=_hash(code), consent_id=consent["consent_id"], client_id=consent["client_id"],
         redirect_uri=pushed["redirect_uri"], code_challenge=pushed["code_challenge"],
-        expires_at=now + AUTHORIZATION_CODE_TTL))
+        expires_at=now + gw.config.authorization_code_ttl))
     return _redirect(pushed["redirect_uri"], {"code": code, **base})
 
 
@@ -152,7 +151,8 @@ def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | N
                                 audience=gw.config.api_audience, subject=subject,
                                 client_id=requester["client_id"],
                                 consent_id=consent["consent_id"],
-                                authorization_details=consent["authorization_details"], now=now)
+                                authorization_details=consent["authorization_details"], now=now,
+                                ttl=gw.config.access_token_ttl)
     rows = [dict(token_id=claims["jti"], kind="access", consent_id=consent["consent_id"],
                  client_id=requester["client_id"], code_hash=code_hash, issued_at=now,
                  expires_at=claims["exp"])]

@@ -11,8 +11,6 @@ import secrets
 import threading
 from typing import NewType
 
-from gateway.config import ACCESS_TOKEN_TTL
-
 from . import jose
 from .errors import TokenError
 
@@ -26,16 +24,18 @@ def new_jti() -> str:
 
 
 def mint(keyring, *, issuer: str, audience: str, subject: str, client_id: str, consent_id: str,
-         authorization_details: list, now: int, ttl: int = ACCESS_TOKEN_TTL) -> tuple[str, dict]:
+         authorization_details: list, now: int, ttl: int) -> tuple[str, dict]:
     claims = {"iss": issuer, "sub": subject, "aud": audience, "client_id": client_id,
-              "iat": now, "nbf": now, "exp": now + min(ttl, ACCESS_TOKEN_TTL), "jti": new_jti(),
+              "iat": now, "nbf": now, "exp": now + ttl, "jti": new_jti(),
               "consent_id": consent_id, "authorization_details": authorization_details}
     return jose.sign(claims, keyring.signing_key, typ="at+jwt"), claims
 
 
 class AccessTokenVerifier:
-    def __init__(self, keyring, issuer: str, audience: str, clock, max_cached: int = 20000):
+    def __init__(self, keyring, issuer: str, audience: str, clock, lifetime: int,
+                 max_cached: int = 20000):
         self.keyring, self.issuer, self.audience, self.clock = keyring, issuer, audience, clock
+        self.lifetime = lifetime
         self._cache: dict[str, dict] = {}
         self._lock = threading.Lock()
         self.max_cached = max_cached
@@ -54,7 +54,7 @@ class AccessTokenVerifier:
         claims = jose.verify(token, key, algs=["ES256"], now=now, issuer=self.issuer,
                              audience=self.audience, typ="at+jwt", header=header,
                              required=("exp", "iat", "jti", "sub", "client_id", "consent_id"),
-                             max_lifetime=ACCESS_TOKEN_TTL)
+                             max_lifetime=self.lifetime)
         for name in ("client_id", "consent_id", "sub"):
             if not isinstance(claims[name], str):
                 raise TokenError(f"{name} must be a string")

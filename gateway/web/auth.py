@@ -73,7 +73,7 @@ def verify_code():
         session["lang"] = chosen
     resp = redirect(local_path(next_url), code=303)
     # this browser now has a wrong-code budget of its own for this citizen (see gateway/login.py)
-    resp.set_cookie(mock_iam_smart.DEVICE_COOKIE, mark, max_age=mock_iam_smart.DEVICE_MARK_TTL,
+    resp.set_cookie(mock_iam_smart.DEVICE_COOKIE, mark, max_age=runtime.current().config.device_mark_ttl,
                     path="/login", httponly=True, samesite="Strict",
                     secure=runtime.current().config.production or runtime.current().config.issuer.startswith("https://"))
     return resp
