@@ -97,8 +97,9 @@ def as_page(exc: GatewayError):
         wait = exc.retry_after if isinstance(exc, Throttled) else \
             int(exc.headers.get("Retry-After", "60"))
         message = t(exc.message).format(minutes=-(-wait // 60))
-        # the words of the refusal too, for whoever integrates the requester (no personal data)
-        detail = exc.detail if exc.status < 500 and exc.detail != t(exc.message) else None
+        # an OAuth refusal (on /oauth/authorize) keeps its words too, for whoever integrates
+        # the requester; they carry no personal data
+        detail = exc.detail if isinstance(exc, OAuthError) else None
         resp = make_response(render_template("error.html", status=exc.status, message=message,
                                              detail=detail), exc.status)
     except Exception:  # noqa: BLE001 - the error page itself must never fail
