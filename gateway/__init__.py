@@ -35,7 +35,7 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     config = config or Config.from_env()
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
     gw = Gateway(config, clock=clock, departments=departments)
-    app.extensions[runtime.EXTENSION] = gw
+    runtime.attach(app, gw)
     app.config.update(
         CDEG_ISSUER=config.issuer,
         MAX_CONTENT_LENGTH=config.max_body_bytes,

@@ -27,6 +27,11 @@ def current() -> Gateway:
     return _installed
 
 
+def attach(app, gw: Gateway) -> None:
+    """``create_app``'s: the app's requests reach ``gw``."""
+    app.extensions[EXTENSION] = gw
+
+
 def of(app) -> Gateway:
     """The gateway an app was built with, for code that holds the app outside a request (the
     CLI starting it, tests)."""
