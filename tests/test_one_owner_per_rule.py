@@ -51,3 +51,8 @@ def test_only_the_outbox_module_writes_the_outbox():
 def test_only_the_runtime_module_reaches_the_running_gateway():
     assert _offenders(r"extensions\[|current_gateway|Gateway\(Config\.from_env",
                       "gateway/runtime.py") == []
+
+
+def test_only_the_redis_store_talks_to_redis_so_its_errors_are_mapped_in_one_place():
+    assert _offenders(r"redis\.client\.(get|set|delete|expire|incr|hincrby|pipeline)\(|RedisError",
+                      "gateway/store/redis.py") == []

@@ -81,6 +81,27 @@ class RedisStore:
         except redis_lib.RedisError as exc:
             raise StoreUnavailable("redis did not answer") from exc
 
+    def session_get(self, sid: str) -> bytes | None:
+        try:
+            return self.client.get(self.key("session", sid))
+        except redis_lib.RedisError as exc:
+            raise StoreUnavailable("session store did not answer") from exc
+
+    def session_save(self, sid: str, data: str | None, ttl: int, drop: list[str]) -> None:
+        """Delete the ``drop`` ids, then store ``data`` under ``sid`` for ``ttl`` seconds (None:
+        only extend its life), in one round trip."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for old in drop:
+                pipe.delete(self.key("session", old))
+            if data is not None:
+                pipe.set(self.key("session", sid), data, ex=ttl)
+            elif ttl:
+                pipe.expire(self.key("session", sid), ttl)
+            pipe.execute()
+        except redis_lib.RedisError as exc:
+            raise StoreUnavailable("session store did not answer") from exc
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())

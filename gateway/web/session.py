@@ -9,8 +9,9 @@ import json
 import secrets
 
 from flask.sessions import SessionInterface, SessionMixin
-from redis.exceptions import RedisError
 from werkzeug.datastructures import CallbackDict
+
+from gateway.errors import StoreUnavailable
 
 COOKIE = "cdeg_session"
 
@@ -43,15 +44,12 @@ class RedisSessionInterface(SessionInterface):
     def __init__(self, gw):
         self.gw = gw
 
-    def _key(self, sid: str) -> str:
-        return self.gw.redis.key("session", sid)
-
     def open_session(self, app, request):
         sid = request.cookies.get(COOKIE)
         if sid and 20 <= len(sid) <= 64:
             try:
-                raw = self.gw.redis.client.get(self._key(sid))
-            except RedisError:
+                raw = self.gw.redis.session_get(sid)
+            except StoreUnavailable:
                 broken = CitizenSession(new=True)
                 broken.unavailable = True
                 return broken
@@ -67,22 +65,20 @@ class RedisSessionInterface(SessionInterface):
             return
         try:
             self._save(session, response)
-        except RedisError:
+        except StoreUnavailable:
             pass  # the page already answered; the next request will find Redis down and say so
 
     def _save(self, session, response):
         secure = self.gw.config.production or self.gw.config.issuer.startswith("https://")
-        for old in session.old_sids:
-            self.gw.redis.client.delete(self._key(old))
         if not session:
+            if session.old_sids:
+                self.gw.redis.session_save(session.sid, None, 0, session.old_sids)
             if not session.new or session.old_sids:
                 response.delete_cookie(COOKIE, path="/")
             return
         ttl = self.gw.config.session_idle_seconds
-        if session.modified or session.new:
-            self.gw.redis.client.set(self._key(session.sid), json.dumps(dict(session)), ex=ttl)
-        else:
-            self.gw.redis.client.expire(self._key(session.sid), ttl)
+        data = json.dumps(dict(session)) if session.modified or session.new else None
+        self.gw.redis.session_save(session.sid, data, ttl, session.old_sids)
         response.set_cookie(COOKIE, session.sid, httponly=True, secure=secure, samesite="Lax",
                             path="/", max_age=ttl)
         response.vary.add("Cookie")
