@@ -1,14 +1,38 @@
 """Fixtures: the gateway on the embedded default and on real PostgreSQL + Redis.
 
-Tests that use ``app`` run once per backend. The services backend isolates itself: its own
-PostgreSQL schema and its own Redis key prefix per test, both removed afterwards. When the
-services do not answer the tests fail (never skip): CI must count them.
+Tests that use ``app`` run once per backend. Every test gets its own writable database and its
+own Redis key prefix; tests never see each other's data. When the services do not answer the
+tests fail (never skip): CI must count them.
+
+What is built once per session and what each test gets:
+
+- The embedded instance folder (SQLite ledger migrated and seeded with the demo data, signing
+  keys, instance secret) is built once through the real code path (``Gateway`` + ``seed``) into
+  a template folder; each test gets a copy of those files in its own ``tmp_path`` (modes kept:
+  folders 0700, files 0600), and the gateway starts on it as on any existing instance.
+- PostgreSQL: a template schema is migrated (``db.upgrade``) and seeded once. A test's schema
+  comes from a small pool of schemas migrated by ``db.upgrade`` too (creating tables costs
+  ~0.25 s on PostgreSQL here, more than most tests); before a test gets one, the pool checks
+  that its structure is untouched since it was migrated (else it is dropped and replaced),
+  deletes every row of every table and copies the template's rows in (sequences reset), in one
+  transaction. So each test starts on exactly the migrated, seeded schema and is its only user
+  until it ends. Tests that need an empty schema of their own (migrations, DDL) use
+  ``pg_schema``: created for the test, dropped after it.
+- The demo requesters' private keys and the mock departments' records are parsed once (each
+  test gets its own copy of the records, which a test may change), and Jinja compiles each
+  template once for all the apps of the session.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
+import jinja2
 import psycopg
 import pytest
 import redis
@@ -24,6 +48,7 @@ PG_DSN = os.environ.get("CDEG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/te
 REDIS_URL = os.environ.get("CDEG_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ISSUER = "http://gateway.test"
 BACKENDS = ["embedded", "services"]
+TEMPLATE_ENV = "test"           # the templates hold what ``seed`` writes for this environment
 
 
 def _services_or_fail():
@@ -36,17 +61,234 @@ def _services_or_fail():
                     f"services tests; start them (see README). {type(exc).__name__}: {exc}")
 
 
+def schema_url(schema: str) -> str:
+    url = PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{url}?options=-csearch_path%3D{schema}"
+
+
 @pytest.fixture
 def pg_schema():
-    """A fresh PostgreSQL schema; answers the SQLAlchemy URL that uses it."""
+    """A fresh, empty PostgreSQL schema of the test's own, dropped after it; answers the
+    SQLAlchemy URL that uses it."""
     _services_or_fail()
     schema = "t_" + uuid.uuid4().hex[:16]
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    url = PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{url}?options=-csearch_path%3D{schema}"
+    yield schema_url(schema)
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# -- templates built once per session ---------------------------------------------------------
+
+_SESSION_DIR: list[Path] = []      # set by the session fixture below; templates live inside
+_FRESH: set[str] = set()           # what build_app may take as migrated and seeded, once
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_templates():
+    folder = Path(tempfile.mkdtemp(prefix="cdeg-test-templates-"))
+    _SESSION_DIR.append(folder)
+    yield
+    if _schema_pool.cache_info().currsize:
+        _schema_pool().close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _session_dir() -> Path:
+    if not _SESSION_DIR:    # imported outside a pytest session (a helper script)
+        _SESSION_DIR.append(Path(tempfile.mkdtemp(prefix="cdeg-test-templates-")))
+    return _SESSION_DIR[0]
+
+
+@functools.cache
+def _instance_template() -> Path:
+    """An embedded instance folder as the gateway leaves it after its first start and
+    ``seed``: cdeg.sqlite3 at the newest revision with the demo data, keys/, secret.key."""
+    from gateway.instance import Gateway
+    folder = _session_dir() / "instance"
+    gw = Gateway(Config(instance_dir=folder, issuer=ISSUER, env=TEMPLATE_ENV))
+    try:
+        seed(gw)
+    finally:
+        gw.close()      # the last connection checkpoints the WAL into cdeg.sqlite3
+    return folder
+
+
+def _copy_instance(template: Path, instance: Path, *, ledger: bool) -> None:
+    """The template's files into a new instance folder, modes kept (0700 folders, 0600
+    files): keys and secret always, the SQLite ledger (with its -wal/-shm if any) if asked."""
+    instance.mkdir(mode=0o700, parents=True)
+    os.chmod(instance, 0o700)
+    for entry in template.iterdir():
+        if entry.name.startswith("cdeg.sqlite3") and not ledger:
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, instance / entry.name, copy_function=shutil.copy2)
+        else:
+            shutil.copy2(entry, instance / entry.name)
+
+
+class _SchemaPool:
+    """PostgreSQL schemas migrated by ``db.upgrade``, handed to one test at a time, each reset
+    to the template's rows before it is handed out (see the module's docstring)."""
+
+    def __init__(self):
+        from sqlalchemy import inspect
+
+        from gateway.instance import Gateway
+        from gateway.store import db
+        _services_or_fail()
+        self.admin = psycopg.connect(PG_DSN, autocommit=True)
+        self.admin.execute("SET max_parallel_workers_per_gather = 0")  # tiny catalog queries
+        self.prefix = "t_" + uuid.uuid4().hex[:8]
+        self.template = f"{self.prefix}_template"
+        self.idle: list[str] = []
+        self.made: list[str] = []
+        self.fingerprints: dict[str, str] = {}
+        self.admin.execute(f'CREATE SCHEMA "{self.template}"')
+        self.made.append(self.template)
+        gw = Gateway(Config(instance_dir=_session_dir() / "pg-template-instance", issuer=ISSUER,
+                            env=TEMPLATE_ENV, database_url=schema_url(self.template)))
+        try:
+            db.upgrade(gw.db)
+            seed(gw)
+            with gw.db.connect() as conn:
+                ordered = [t for t, _ in inspect(conn).get_sorted_table_and_fkc_names() if t]
+        finally:
+            gw.close()
+        sequences = self.admin.execute(
+            "SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = %s",
+            (self.template,)).fetchall()
+        self.reset_sql = "; ".join(
+            ["BEGIN", "SET LOCAL lock_timeout = '10s'"]
+            + [f'DELETE FROM "{{s}}"."{t}"' for t in reversed(ordered)]
+            + [f'INSERT INTO "{{s}}"."{t}" SELECT * FROM "{self.template}"."{t}"'
+               for t in ordered]
+            + [f"SELECT setval('\"{{s}}\".\"{name}\"', {last or 1}, {last is not None})"
+               for name, last in sequences]
+            + ["COMMIT"])
+        self._counter = 0
+
+    def _fingerprint(self, schema: str) -> str:
+        """The schema's structure: tables, sequences, columns, indexes, constraints, defaults,
+        triggers (a test's DDL or TRUNCATE changes it; DELETE and VACUUM do not)."""
+        return self.admin.execute("""
+            WITH rel AS MATERIALIZED (
+              SELECT oid, relname, relkind, relfilenode, relnatts, relrowsecurity
+                FROM pg_class WHERE relnamespace = %(s)s::regnamespace)
+            SELECT md5(coalesce(string_agg(x, ',' ORDER BY x), '')) FROM (
+              SELECT concat_ws('/', 'c', oid, relname, relkind, relfilenode, relnatts,
+                               relrowsecurity) AS x FROM rel
+              UNION ALL
+              SELECT concat_ws('/', 'a', a.attrelid, a.attname, a.atttypid, a.atttypmod,
+                               a.attnotnull, a.attisdropped, a.atthasdef)
+                FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid AND a.attnum > 0
+              UNION ALL
+              SELECT concat_ws('/', 'k', k.oid, k.conname, k.contype)
+                FROM rel JOIN pg_constraint k ON k.conrelid = rel.oid
+              UNION ALL
+              SELECT concat_ws('/', 'd', d.oid) FROM rel JOIN pg_attrdef d ON d.adrelid = rel.oid
+              UNION ALL
+              SELECT concat_ws('/', 't', t.oid) FROM rel JOIN pg_trigger t ON t.tgrelid = rel.oid
+            ) q""", {"s": schema}).fetchone()[0]
+
+    def _new_schema(self) -> str:
+        from gateway.store import db
+        self._counter += 1
+        schema = f"{self.prefix}_{self._counter}"
+        self.admin.execute(f'CREATE SCHEMA "{schema}"')
+        self.made.append(schema)
+        engine = db.make_engine(schema_url(schema))
+        try:
+            db.upgrade(engine)
+        finally:
+            engine.dispose()
+        self.fingerprints[schema] = self._fingerprint(schema)
+        return schema
+
+    def acquire(self) -> str:
+        while self.idle:
+            schema = self.idle.pop()
+            if self._fingerprint(schema) != self.fingerprints[schema]:
+                continue            # a test changed its structure: never handed out again
+            try:
+                self.admin.execute(self.reset_sql.replace("{s}", schema))
+            except psycopg.Error:   # rows held by something still running: leave it be
+                self.admin.execute("ROLLBACK")
+                continue
+            return schema
+        schema = self._new_schema()
+        self.admin.execute(self.reset_sql.replace("{s}", schema))
+        return schema
+
+    def release(self, schema: str) -> None:
+        self.idle.append(schema)
+
+    def close(self) -> None:
+        try:
+            self.admin.execute("SET lock_timeout = '10s'")
+            for schema in self.made:
+                try:
+                    self.admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                except psycopg.Error:   # held by a connection a test left open
+                    pass
+        finally:
+            self.admin.close()
+
+
+@functools.cache
+def _schema_pool() -> _SchemaPool:
+    return _SchemaPool()
+
+
+@pytest.fixture
+def pg_seeded_schema():
+    """A PostgreSQL schema at the newest revision holding the demo data, the test's alone
+    while it runs; answers its SQLAlchemy URL."""
+    pool = _schema_pool()
+    schema = pool.acquire()
+    url = schema_url(schema)
+    _FRESH.add(url)
+    yield url
+    _FRESH.discard(url)
+    pool.release(schema)
+
+
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Jinja's compiled templates, shared by every app of the session: each test builds its own
+    Flask app (and so its own Jinja environment), all with the same settings and the same
+    template files; a template's source checksum guards each entry."""
+
+    def __init__(self):
+        self.codes: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket) -> None:
+        code = self.codes.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket) -> None:
+        self.codes[bucket.key] = bucket.bytecode_to_string()
+
+
+COMPILED_TEMPLATES = _CompiledTemplates()
+
+
+def share_compiled_templates(app) -> None:
+    app.jinja_env.bytecode_cache = COMPILED_TEMPLATES
+
+
+@functools.cache
+def _department_records() -> dict:
+    from connectors.mock.departments import Departments
+    return Departments().data
+
+
+def departments():
+    """The mock departments with their records (parsed once; each gateway its own copy)."""
+    from connectors.mock.departments import Departments
+    return Departments(copy.deepcopy(_department_records()))
 
 
 @pytest.fixture
@@ -62,7 +304,7 @@ def redis_prefix():
 def make_config(tmp_path, backend: str, request, **overrides) -> Config:
     values = {"instance_dir": tmp_path / "instance", "issuer": ISSUER, "env": "test"}
     if backend == "services":
-        values["database_url"] = request.getfixturevalue("pg_schema")
+        values["database_url"] = request.getfixturevalue("pg_seeded_schema")
         values["redis_url"] = REDIS_URL
         values["redis_prefix"] = request.getfixturevalue("redis_prefix")
         values["jobs_inline"] = True
@@ -70,13 +312,38 @@ def make_config(tmp_path, backend: str, request, **overrides) -> Config:
     return Config(**values)
 
 
+def prepare_instance(config: Config) -> bool:
+    """Lay the session's templates into a new instance folder: keys and secret, and for the
+    embedded ledger the migrated, seeded SQLite file. True when the database the config names
+    already holds the migrated, seeded template (copied here, or a pooled schema not yet used
+    by this test), so neither ``db.upgrade`` nor ``seed`` has anything to do."""
+    instance = Path(config.instance_dir)
+    if config.env != TEMPLATE_ENV or (instance.exists() and any(instance.iterdir())):
+        return False        # not what the templates hold, or an instance already made
+    embedded = config.database_url is None
+    _copy_instance(_instance_template(), instance, ledger=embedded)
+    if embedded:
+        return True
+    if config.database_url in _FRESH:
+        _FRESH.discard(config.database_url)     # a second app on it in this test seeds again
+        return True
+    return False
+
+
 def build_app(config: Config, clock: Clock | None = None):
     from gateway.store import db
-    if config.database_url:
-        db.upgrade(db.make_engine(config.sqlalchemy_url))
-    app = create_app(config, clock=clock or Clock())
+    ready = prepare_instance(config)
+    if config.database_url and not ready:
+        engine = db.make_engine(config.sqlalchemy_url)
+        try:
+            db.upgrade(engine)
+        finally:
+            engine.dispose()
+    app = create_app(config, clock=clock or Clock(), departments=departments())
     app.testing = True
-    seed(app.extensions["cdeg"])
+    share_compiled_templates(app)
+    if not ready:
+        seed(app.extensions["cdeg"])
     return app
 
 

@@ -2,6 +2,7 @@
 would drive it. Each step answers the raw response so tests can check refusals too."""
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -22,12 +23,25 @@ BANK_DETAIL = {"type": "cdeg_data", "purpose": "ekyc-account-opening", "access":
 ONCE_DETAIL = {**{k: v for k, v in BANK_DETAIL.items() if k != "duration"}, "access": "once"}
 
 
-def redirect_uri_of(client_id: str) -> str:
+@functools.cache
+def _redirect_uri(client_id: str) -> str:
     return next(r for r in demo_requesters() if r["client_id"] == client_id)["redirect_uris"][0]
 
 
+@functools.cache
+def _private_key(client_id: str) -> str:
+    return json.dumps(private_jwks(client_id)["keys"][0])
+
+
+def redirect_uri_of(client_id: str) -> str:
+    """The demo requester's first redirect URI (requesters.yaml is read once a session)."""
+    return _redirect_uri(client_id)
+
+
 def key_of(client_id: str) -> jwk.JWK:
-    return jwk.JWK(**private_jwks(client_id)["keys"][0])
+    """The demo requester's private key: its file is read once a session, each caller gets a
+    JWK of its own."""
+    return jwk.JWK(**json.loads(_private_key(client_id)))
 
 
 class Flow:

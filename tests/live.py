@@ -2,9 +2,10 @@
 requests, a real browser).
 
 ``live_gateway`` starts the embedded default (SQLite in a temporary instance folder, the
-in-process Redis stand-in, inline jobs) seeded with the demo data, served by werkzeug in a
-thread on a free port of 127.0.0.1, and yields a :class:`LiveGateway`. The issuer is the
-server's own base URL, as ``cdeg serve --host 127.0.0.1`` would make it.
+in-process Redis stand-in, inline jobs) seeded with the demo data (a copy of the session's
+seeded instance, see conftest.py), served by werkzeug in a thread on a free port of
+127.0.0.1, and yields a :class:`LiveGateway`. The issuer is the server's own base URL, as
+``cdeg serve --host 127.0.0.1`` would make it.
 
 Import the fixture into a test module: ``from .live import live_gateway  # noqa: F401``.
 """
@@ -22,6 +23,8 @@ from werkzeug.serving import make_server
 from gateway import create_app
 from gateway.config import Config
 from gateway.demo.seed import seed
+
+from .conftest import departments, prepare_instance, share_compiled_templates
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,16 @@ def live_gateway(tmp_path):
     # issuer that port gives.
     server = make_server("127.0.0.1", 0, wsgi, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
-    app = create_app(Config(instance_dir=tmp_path / "instance", issuer=base, env="test"))
-    seed(app.extensions["cdeg"])
+    config = Config(instance_dir=tmp_path / "instance", issuer=base, env="test")
+    seeded = prepare_instance(config)   # the session's seeded instance, copied (conftest.py)
+    app = create_app(config, departments=departments())
+    share_compiled_templates(app)
+    if not seeded:
+        seed(app.extensions["cdeg"])
     holder["app"] = app
-    thread = threading.Thread(target=server.serve_forever, name="cdeg-live", daemon=True)
+    # a short poll, so that shutdown() at the end does not wait out werkzeug's default 0.5 s
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="cdeg-live", daemon=True)
     thread.start()
     try:
         assert requests.get(base + "/healthz", timeout=5).status_code == 200

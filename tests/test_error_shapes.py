@@ -75,15 +75,21 @@ def test_a_database_that_does_not_answer_is_503_not_500(flow, monkeypatch):
     """The engine maps the driver's error (store/db.py); the page says so, briefly."""
     tokens = flow.tokens()
     flow.gw.db.dispose()
-    monkeypatch.setattr(flow.gw.db.pool, "_creator", _refuse_connections)
+    refuse = _refuse_postgresql if flow.gw.db.dialect.name == "postgresql" else _refuse_sqlite
+    monkeypatch.setattr(flow.gw.db.pool, "_creator", refuse)
     resp = flow.data(tokens["access_token"])
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
     assert resp.get_json()["type"].endswith("/problems/unavailable")
 
 
-def _refuse_connections(*args, **kwargs):
+def _refuse_sqlite(*args, **kwargs):
     import sqlite3
     raise sqlite3.OperationalError("unable to open database file")
+
+
+def _refuse_postgresql(*args, **kwargs):
+    import psycopg
+    raise psycopg.OperationalError("connection refused")
 
 
 @pytest.mark.parametrize("change", [{"access_token_ttl": 601}, {"authorization_code_ttl": 61},
