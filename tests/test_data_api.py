@@ -10,9 +10,8 @@ from jwcrypto import jwe, jwk, jws
 
 from gateway.tokens import jose
 
-from .forge import b64json, signed
+from .forge import DANGEROUS_HEADERS, b64json, dangerous_headers, raw_signed, signed
 from .flow import BANK_DETAIL, Flow, ledger_snapshot
-
 
 
 def _claims(flow, tokens, **changes) -> dict:
@@ -22,20 +21,21 @@ def _claims(flow, tokens, **changes) -> dict:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-
-def _raw_es256(key, header: dict, claims: dict) -> str:
-    """Sign whatever header we like (jwcrypto itself refuses to make some of these)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-    signing_input = b64json(header) + "." + b64json(claims)
-    der = key.get_op_key("sign").sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-    r, s = decode_dss_signature(der)
-    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return signing_input + "." + base64.urlsafe_b64encode(sig).decode().rstrip("=")
+def _header(flow, **changes) -> dict:
+    header = {"alg": "ES256", "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid"),
+              **changes}
+    return {k: v for k, v in header.items() if v is not None}
 
 
-def _refused(flow, token: str):
+def _gateway_signed(flow, tokens, header: dict | None = None, **changes) -> str:
+    """The issued token's claims (with ``changes``), signed by the gateway's own signing key."""
+    return raw_signed(flow.gw.keyring.signing_key, header or _header(flow),
+                      _claims(flow, tokens, **changes))
+
+
+def _refused(flow, token: str, reason: str | None = None):
+    """401 invalid_token, nothing stored; ``reason``: the problem's detail names the fault (so the
+    test fails when a later check refuses the token for something else)."""
     before = ledger_snapshot(flow.gw)
     resp = flow.data(token)
     assert resp.status_code == 401, resp.get_json()
@@ -43,6 +43,8 @@ def _refused(flow, token: str):
     body = resp.get_json()
     assert resp.mimetype == "application/problem+json"
     assert {"type", "title", "status", "detail"} <= set(body) and body["status"] == 401
+    if reason is not None:
+        assert reason in body["detail"], body
     assert ledger_snapshot(flow.gw) == before
 
 
@@ -51,82 +53,116 @@ def tokens(flow):
     return flow.tokens()
 
 
+def test_raw_signing_helper_makes_tokens_the_gateway_accepts(flow, tokens):
+    """The control for every hand-built refusal below: the same builder, nothing wrong."""
+    assert flow.data(_gateway_signed(flow, tokens)).status_code == 200
+
+
 def test_alg_none_token_is_refused(flow, tokens):
-    header = {"alg": "none", "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid")}
-    _refused(flow, b64json(header) + "." + b64json(_claims(flow, tokens)) + ".")
+    token = b64json(_header(flow, alg="none")) + "." + b64json(_claims(flow, tokens)) + "."
+    _refused(flow, token, "alg not accepted")
 
 
 def test_hs256_signed_with_the_gateway_public_key_is_refused(flow, tokens):
     public = json.dumps(flow.gw.keyring.jwks()["keys"][0]).encode()
     key = jwk.JWK(kty="oct", k=base64.urlsafe_b64encode(public).decode().rstrip("="))
-    header = {"alg": "HS256", "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid")}
-    _refused(flow, signed(key, _claims(flow, tokens), header))
+    _refused(flow, signed(key, _claims(flow, tokens), _header(flow, alg="HS256")),
+             "alg not accepted")
 
 
 def test_rs256_token_is_refused(flow, tokens):
+    """The gateway has no RSA key: an RS256 token under its kid is refused for its alg."""
     key = jwk.JWK.generate(kty="RSA", size=2048)
-    header = {"alg": "RS256", "typ": "at+jwt", "kid": flow.gw.keyring.signing_key.get("kid")}
-    _refused(flow, signed(key, _claims(flow, tokens), header))
+    _refused(flow, signed(key, _claims(flow, tokens), _header(flow, alg="RS256")),
+             "alg not accepted")
 
 
-def test_jwe_where_a_jws_is_expected_is_refused(flow, tokens):
-    key = jwk.JWK.generate(kty="oct", size=256)
+def test_jwe_encrypted_to_the_gateways_own_key_is_refused_where_a_jws_is_expected(flow, tokens):
+    """Anyone can encrypt to the published key; the gateway holds the private half."""
+    published = flow.gw.keyring.jwks()["keys"][0]
+    public = jwk.JWK(**{k: v for k, v in published.items() if k not in ("use", "alg")})
     token = jwe.JWE(json.dumps(_claims(flow, tokens)).encode(),
-                    protected={"alg": "A256KW", "enc": "A256GCM"})
-    token.add_recipient(key)
-    _refused(flow, token.serialize(compact=True))
+                    protected={"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "typ": "at+jwt",
+                               "kid": flow.gw.keyring.signing_key.get("kid")})
+    token.add_recipient(public)
+    _refused(flow, token.serialize(compact=True), "not a compact JWS")
 
 
-@pytest.mark.parametrize("extra", [{"zip": "DEF"}, {"jku": "https://evil.example/jwks"},
-                                   {"x5u": "https://evil.example/c"},
-                                   {"crit": ["x-unknown"], "x-unknown": 1}])
-def test_dangerous_header_on_a_correctly_signed_token_is_refused(flow, tokens, extra):
-    key = flow.gw.keyring.signing_key
-    header = {"alg": "ES256", "typ": "at+jwt", "kid": key.get("kid"), **extra}
-    _refused(flow, _raw_es256(key, header, _claims(flow, tokens)))
+# Each header alone, on a token correctly signed by the gateway's own key under its kid and
+# carrying the issued token's claims: only the header guard stands between it and a release.
+@pytest.mark.parametrize("name", [n for n in DANGEROUS_HEADERS if n != "jwk"])
+def test_dangerous_header_on_a_correctly_signed_token_is_refused(flow, tokens, name):
+    header = _header(flow, **dangerous_headers({})[name])
+    _refused(flow, _gateway_signed(flow, tokens, header), f"header {name.split()[0]} not accepted")
 
 
-def test_raw_signing_helper_makes_tokens_the_gateway_accepts(flow, tokens):
-    key = flow.gw.keyring.signing_key
-    header = {"alg": "ES256", "typ": "at+jwt", "kid": key.get("kid")}
-    assert flow.data(_raw_es256(key, header, _claims(flow, tokens))).status_code == 200
+def test_embedded_jwk_header_is_refused_even_when_properly_signed(flow, tokens):
+    """The gateway's own public key embedded, its own kid, its own signature."""
+    header = _header(flow, jwk=flow.gw.keyring.signing_key.export_public(as_dict=True))
+    _refused(flow, _gateway_signed(flow, tokens, header), "header jwk not accepted")
 
 
-def test_embedded_jwk_header_is_refused(flow, tokens):
-    attacker = jwk.JWK.generate(kty="EC", crv="P-256", kid="evil")
-    header = {"alg": "ES256", "typ": "at+jwt", "kid": "evil",
-              "jwk": attacker.export_public(as_dict=True)}
-    _refused(flow, signed(attacker, _claims(flow, tokens), header))
+def test_embedded_attacker_jwk_is_refused_for_the_header_before_any_signature_check(flow, tokens):
+    """An attacker's key embedded under the gateway's kid, signed by the attacker: refused for
+    the jwk header itself, not merely because the signature does not match the gateway's key."""
+    attacker = jwk.JWK.generate(kty="EC", crv="P-256", kid=flow.gw.keyring.signing_key.get("kid"))
+    header = _header(flow, jwk=attacker.export_public(as_dict=True))
+    _refused(flow, raw_signed(attacker, header, _claims(flow, tokens)), "header jwk not accepted")
 
 
-def test_unknown_kid_is_refused(flow, tokens):
-    key = jwk.JWK.generate(kty="EC", crv="P-256")
-    _refused(flow, signed(key, _claims(flow, tokens),
-                         {"alg": "ES256", "typ": "at+jwt", "kid": "' OR 1=1 --"}))
+def test_unknown_kid_is_refused_even_when_signed_by_the_gateways_key(flow, tokens):
+    _refused(flow, _gateway_signed(flow, tokens, _header(flow, kid="' OR 1=1 --")), "unknown kid")
 
 
-@pytest.mark.parametrize("changes", [
-    {"exp": "9999999999"}, {"exp": None}, {"aud": "http://other-gateway.test/api"},
-    {"aud": "bank-of-example"}, {"iss": "http://evil.test"}, {"iat": 9_999_999_999},
-    {"nbf": 9_999_999_999}, {"exp": 1}, {"consent_id": "cns_other"}, {"jti": "forged"},
-], ids=["exp string", "no exp", "foreign aud", "client aud", "foreign iss", "iat ahead",
-        "nbf ahead", "expired", "other consent", "unknown jti"])
-def test_gateway_signed_token_with_bad_claims_is_refused(flow, tokens, changes):
-    claims = _claims(flow, tokens, **changes)
-    key = flow.gw.keyring.signing_key
-    _refused(flow, signed(key, claims, {"alg": "ES256", "typ": "at+jwt", "kid": key.get("kid")}))
+def test_token_larger_than_8_kib_is_refused_even_when_properly_signed(flow, tokens):
+    _refused(flow, _gateway_signed(flow, tokens, padding="p" * 9000), "too large")
 
 
-def test_typ_other_than_at_jwt_is_refused(flow, tokens):
-    key = flow.gw.keyring.signing_key
-    _refused(flow, signed(key, _claims(flow, tokens), {"alg": "ES256", "typ": "JWT",
-                                                      "kid": key.get("kid")}))
+# Each fault alone, on a token signed by the gateway's own key; ``now`` is the gateway's clock.
+CLAIM_FAULTS = {
+    # jwcrypto itself cannot compare a string exp with the time: refused as invalid claims
+    "exp string": (lambda now: {"exp": str(now + 60)}, "claims invalid"),
+    "exp fraction": (lambda now: {"exp": now + 60.5}, "exp must be a number"),
+    "no exp": (lambda now: {"exp": None}, "exp is missing"),
+    # no leeway on exp (jwcrypto alone would allow 60 s)
+    "expired 30 s ago": (lambda now: {"exp": now - 30}, "expired"),
+    "expired long ago": (lambda now: {"exp": 1}, "expired"),
+    "exp too far": (lambda now: {"exp": now + 3600}, "lives too long"),
+    "foreign aud": (lambda now: {"aud": "http://other-gateway.test/api"}, "wrong value"),
+    "client aud": (lambda now: {"aud": "bank-of-example"}, "wrong value"),
+    "foreign iss": (lambda now: {"iss": "http://evil.test"}, "wrong value"),
+    "iat ahead": (lambda now: {"iat": 9_999_999_999}, "iat is in the future"),
+    "iat string": (lambda now: {"iat": str(now)}, "iat must be a number"),
+    "no iat": (lambda now: {"iat": None}, "iat is missing"),
+    "nbf ahead": (lambda now: {"nbf": 9_999_999_999}, "nbf is in the future"),
+    "nbf string": (lambda now: {"nbf": str(now)}, "nbf must be a number"),
+    "no jti": (lambda now: {"jti": None}, "jti is missing"),
+    "no sub": (lambda now: {"sub": None}, "sub is missing"),
+    "no client_id": (lambda now: {"client_id": None}, "client_id is missing"),
+    "client_id number": (lambda now: {"client_id": 7}, "client_id must be a string"),
+    "no consent_id": (lambda now: {"consent_id": None}, "consent_id is missing"),
+    "consent_id number": (lambda now: {"consent_id": 7}, "consent_id must be a string"),
+    # well-formed and signed, but naming what the ledger does not hold: refused after verifying
+    "other consent": (lambda now: {"consent_id": "cns_other"}, None),
+    "unknown jti": (lambda now: {"jti": "forged"}, None),
+}
+
+
+@pytest.mark.parametrize("fault", list(CLAIM_FAULTS))
+def test_gateway_signed_token_with_bad_claims_is_refused(flow, tokens, fault):
+    changes, reason = CLAIM_FAULTS[fault]
+    _refused(flow, _gateway_signed(flow, tokens, **changes(flow.gw.clock.now())), reason)
+
+
+@pytest.mark.parametrize("typ", ["JWT", None], ids=["JWT", "absent"])
+def test_typ_other_than_at_jwt_is_refused(flow, tokens, typ):
+    _refused(flow, _gateway_signed(flow, tokens, _header(flow, typ=typ)), "typ must be at+jwt")
 
 
 def test_token_of_another_signer_with_our_kid_is_refused(flow, tokens):
     key = jwk.JWK.generate(kty="EC", crv="P-256")
-    _refused(flow, signed(key, _claims(flow, tokens), {"alg": "ES256", "typ": "at+jwt",
-                                                      "kid": flow.gw.keyring.signing_key.get("kid")}))
+    _refused(flow, raw_signed(key, _header(flow), _claims(flow, tokens)),
+             "signature or claims invalid")
 
 
 @pytest.mark.parametrize("value", ["", "Bearer", "Basic abc", "Bearer a.b", "Bearer " + "x" * 9000])

@@ -1,6 +1,8 @@
-"""Malformed JOSE from anyone, before any key or signature: always a 401/400 in the endpoint's
-error shape, never a 500 — deeply nested JSON in a header or payload, numbers too large for
-an integer, and an audience array that names someone else beside the gateway."""
+"""Malformed JOSE from anyone: always a 401/400 in the endpoint's error shape, never a 500 —
+deeply nested JSON in a header or payload, numbers too large for an integer, and an audience
+array that names someone else beside the gateway. Every token here is correctly signed by the
+right key under the right kid (hand-built where the header or payload is not JSON a library
+would write), so the fault named is the only thing wrong with it."""
 from __future__ import annotations
 
 import base64
@@ -12,13 +14,10 @@ from jwcrypto import jws
 
 from gateway.demo.agent import ASSERTION_TYPE
 
+from .forge import raw_signed
 from .flow import ledger_snapshot
 
 NESTED = "[" * 2000 + "]" * 2000
-
-
-def _b64(raw: str) -> str:
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _header(kid: str, typ: str = "JWT") -> str:
@@ -68,11 +67,11 @@ def _assert_invalid_client(flow, resp, before):
 @pytest.mark.parametrize("endpoint", OAUTH_ENDPOINTS)
 @pytest.mark.parametrize("part", ["header", "payload"])
 def test_deeply_nested_client_assertion_is_invalid_client_not_500(flow, endpoint, part):
-    kid = flow.key.get("kid")
-    header = _b64(NESTED) if part == "header" else _b64(_header(kid))
-    payload = _b64(NESTED) if part == "payload" else _b64(_assertion_claims(flow))
+    header = NESTED if part == "header" else _header(flow.key.get("kid"))
+    payload = NESTED if part == "payload" else _assertion_claims(flow)
+    token = raw_signed(flow.key, header, payload, alg="ES256")
     before = ledger_snapshot(flow.gw)
-    _assert_invalid_client(flow, _oauth_call(flow, endpoint, f"{header}.{payload}.AAAA"), before)
+    _assert_invalid_client(flow, _oauth_call(flow, endpoint, token), before)
 
 
 @pytest.mark.parametrize("endpoint", OAUTH_ENDPOINTS)
@@ -80,9 +79,30 @@ def test_deeply_nested_header_inside_the_protected_header_field_is_refused(flow,
     kid = flow.key.get("kid")
     header = json.dumps({"alg": "ES256", "kid": kid, "x": json.loads("[" * 500 + "]" * 500)})
     header = header.replace("[" * 500, NESTED[:2000]).replace("]" * 500, NESTED[2000:])
-    token = f"{_b64(header)}.{_b64(_assertion_claims(flow))}.AAAA"
+    token = raw_signed(flow.key, header, _assertion_claims(flow), alg="ES256")
     before = ledger_snapshot(flow.gw)
     _assert_invalid_client(flow, _oauth_call(flow, endpoint, token), before)
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+def test_client_assertion_whose_header_or_payload_is_json_but_no_object_is_invalid_client(
+        flow, part):
+    header = '["ES256"]' if part == "header" else _header(flow.key.get("kid"))
+    payload = '["claims"]' if part == "payload" else _assertion_claims(flow)
+    token = raw_signed(flow.key, header, payload, alg="ES256")
+    for endpoint in OAUTH_ENDPOINTS:
+        before = ledger_snapshot(flow.gw)
+        _assert_invalid_client(flow, _oauth_call(flow, endpoint, token), before)
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+def test_bearer_token_whose_header_or_payload_is_json_but_no_object_is_401(flow, part):
+    key = flow.gw.keyring.signing_key
+    header = '["ES256"]' if part == "header" else _header(key.get("kid"), "at+jwt")
+    payload = '["claims"]' if part == "payload" else "{}"
+    resp = flow.data(raw_signed(key, header, payload, alg="ES256"))
+    assert resp.status_code == 401, resp.get_data(as_text=True)
+    assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
 
 
 @pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
@@ -97,10 +117,10 @@ def test_huge_number_in_a_validly_signed_client_assertion_is_invalid_client(flow
 
 @pytest.mark.parametrize("part", ["header", "payload"])
 def test_deeply_nested_bearer_token_is_401_not_500(flow, part):
-    kid = flow.gw.keyring.signing_key.get("kid")
-    header = _b64(NESTED) if part == "header" else _b64(_header(kid, "at+jwt"))
-    payload = _b64(NESTED) if part == "payload" else _b64("{}")
-    resp = flow.data(f"{header}.{payload}.AAAA")
+    key = flow.gw.keyring.signing_key
+    header = NESTED if part == "header" else _header(key.get("kid"), "at+jwt")
+    payload = NESTED if part == "payload" else "{}"
+    resp = flow.data(raw_signed(key, header, payload, alg="ES256"))
     assert resp.status_code == 401, resp.get_data(as_text=True)
     assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
 

@@ -6,6 +6,7 @@ import time
 import jwt as pyjwt
 import pytest
 
+from .forge import dangerous_headers, raw_signed
 from .flow import BANK_DETAIL, ONCE_DETAIL, TD, Flow, ledger_snapshot
 
 
@@ -165,6 +166,39 @@ def test_introspection_tells_active_then_only_inactive(flow, clock):
     unknown = flow.requester.post("/oauth/introspect",
                                   data={"token": "junk", **flow.auth()}).get_json()
     assert unknown == {"active": False}
+
+
+def _resigned(flow, access_token: str, **header_changes) -> str:
+    """The issued token's own header and claims, signed again by the gateway's own key."""
+    header = {**pyjwt.get_unverified_header(access_token), **header_changes}
+    claims = pyjwt.decode(access_token, options={"verify_signature": False})
+    return raw_signed(flow.gw.keyring.signing_key, header, claims)
+
+
+def _introspect(flow, token: str) -> dict:
+    return flow.requester.post("/oauth/introspect", data={"token": token, **flow.auth()}).get_json()
+
+
+def test_introspection_of_a_properly_signed_token_with_a_forbidden_header_is_inactive(flow):
+    """Same claims (a jti the ledger holds), same key and kid; only the header differs."""
+    tokens = flow.tokens()
+    assert _introspect(flow, _resigned(flow, tokens["access_token"]))["active"] is True  # control
+    public = flow.gw.keyring.signing_key.export_public(as_dict=True)
+    for name, extra in dangerous_headers(public).items():
+        assert _introspect(flow, _resigned(flow, tokens["access_token"], **extra)) == \
+            {"active": False}, name
+
+
+def test_revoking_a_properly_signed_token_with_a_forbidden_header_revokes_nothing(flow):
+    tokens = flow.tokens()
+    public = flow.gw.keyring.signing_key.export_public(as_dict=True)
+    for name, extra in dangerous_headers(public).items():
+        before = ledger_snapshot(flow.gw)
+        resp = flow.requester.post("/oauth/revoke", data={
+            "token": _resigned(flow, tokens["access_token"], **extra), **flow.auth()})
+        assert resp.status_code == 200, name  # RFC 7009: unknown tokens are answered 200
+        assert ledger_snapshot(flow.gw) == before, name
+    assert flow.data(tokens["access_token"]).status_code == 200
 
 
 def test_another_client_cannot_introspect_or_revoke_my_token(app):
