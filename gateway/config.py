@@ -54,6 +54,8 @@ class Config:
     job_attempts: int = 5                     # a job that failed this often waits for an operator
     job_stale_after: int = 300                # relayed but not done by then: handed on again
     job_timeout: int = 120                    # an RQ worker's limit for one job
+    job_relay_every: int = 5                  # cdeg worker relays the outbox this often
+    sweep_every: int = 600                    # and asks for the expiry sweep once a window
 
     @property
     def production(self) -> bool:
@@ -136,6 +138,7 @@ class Config:
                      "login_code_attempts", "wrong_code_window", "wrong_code_day",
                      "unmarked_wrong_codes", "unmarked_wrong_codes_a_day", "marked_wrong_codes",
                      "device_mark_ttl", "job_attempts", "job_stale_after", "job_timeout",
+                     "job_relay_every", "sweep_every",
                      "client_rate_per_minute", "oauth_rate_per_minute", "login_rate_per_minute"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

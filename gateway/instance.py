@@ -85,7 +85,8 @@ class Gateway:
         self.keyring = Keyring(Path(config.instance_dir) / "keys", self.clock,
                                publish_after_retirement=config.retired_key_published)
         self.access_tokens = AccessTokenVerifier(self.keyring, config.issuer, config.api_audience,
-                                                 self.clock, config.access_token_ttl)
+                                                 self.clock, config.access_token_ttl,
+                                                 config.clock_skew)
         self.departments = DepartmentsClient(config.departments_url, config.connector_timeout,
                                              in_process=departments)
         self.router = Router(self.departments)

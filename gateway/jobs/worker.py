@@ -1,9 +1,9 @@
 """``cdeg worker``: an RQ worker on the real Redis, with the outbox relay beside it.
 
 The worker builds its gateway once and installs it (``gateway.runtime``), so every job runs
-against it. Before taking jobs, and then every ``RELAY_EVERY`` seconds in a thread, it relays
+against it. Before taking jobs, and then every ``job_relay_every`` seconds (both in ``Config``) in a thread, it relays
 the outbox (rows a crash or a Redis outage left behind, rows relayed long ago and never done)
-and asks for the expiry sweep once per ``SWEEP_EVERY`` window — one row per window whatever the
+and asks for the expiry sweep once per ``sweep_every`` window — one row per window whatever the
 number of workers, as the window names its idempotency key.
 
 RQ's ``SimpleWorker`` (no fork per job): on these machines it runs about 3.5x the jobs of the
@@ -27,15 +27,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cdeg.jobs")
 
-RELAY_EVERY = 5       # seconds
-SWEEP_EVERY = 600     # seconds
-
 
 def ask_for_sweep(gw: Gateway) -> None:
     now = gw.clock.now()
     with gw.transaction() as conn:
         outbox.add(conn, now, "sweep.expire_consents", {},
-                   key=f"sweep.expire_consents:{now // SWEEP_EVERY}")
+                   key=f"sweep.expire_consents:{now // gw.config.sweep_every}")
 
 
 def tend(gw: Gateway) -> None:
@@ -53,7 +50,7 @@ def work(gw: Gateway, *, burst: bool = False) -> None:
     stop = threading.Event()
     if not burst:
         def loop():
-            while not stop.wait(RELAY_EVERY):
+            while not stop.wait(gw.config.job_relay_every):
                 tend(gw)
         threading.Thread(target=loop, name="cdeg-outbox-relay", daemon=True).start()
     try:

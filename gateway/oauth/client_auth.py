@@ -18,7 +18,6 @@ from .errors import InvalidClient, SlowDown, TemporarilyUnavailable
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALGS = ["ES256", "PS256", "EdDSA"]
-MAX_AHEAD = 300
 
 
 def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
@@ -49,7 +48,8 @@ def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
         claims = jose.verify(assertion, key, algs=ALGS, now=now, issuer=client_id,
                              audience=sorted({gw.config.issuer, gw.config.issuer + "/oauth/token",
                                               gw.config.issuer + endpoint}),
-                             header=header, required=("exp", "jti", "sub"))
+                             header=header, required=("exp", "jti", "sub"),
+                             skew=gw.config.clock_skew)
     except TokenError as exc:
         raise InvalidClient(f"client_assertion refused: {exc}") from exc
     audience = claims.get("aud")
@@ -59,7 +59,7 @@ def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
         raise InvalidClient("client_assertion aud must name this gateway alone")
     if claims.get("sub") != client_id:
         raise InvalidClient("client_assertion sub must equal client_id")
-    if claims["exp"] > now + MAX_AHEAD + 5:
+    if claims["exp"] > now + gw.config.client_assertion_max_ahead + 5:
         raise InvalidClient("client_assertion exp is more than 5 minutes ahead")
     if not claims["jti"] or len(claims["jti"]) > 200:
         raise InvalidClient("client_assertion jti missing or too long")

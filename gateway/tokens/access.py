@@ -32,10 +32,10 @@ def mint(keyring, *, issuer: str, audience: str, subject: str, client_id: str, c
 
 
 class AccessTokenVerifier:
-    def __init__(self, keyring, issuer: str, audience: str, clock, lifetime: int,
+    def __init__(self, keyring, issuer: str, audience: str, clock, lifetime: int, skew: int,
                  max_cached: int = 20000):
         self.keyring, self.issuer, self.audience, self.clock = keyring, issuer, audience, clock
-        self.lifetime = lifetime
+        self.lifetime, self.skew = lifetime, skew
         self._cache: dict[str, dict] = {}
         self._lock = threading.Lock()
         self.max_cached = max_cached
@@ -54,7 +54,7 @@ class AccessTokenVerifier:
         claims = jose.verify(token, key, algs=["ES256"], now=now, issuer=self.issuer,
                              audience=self.audience, typ="at+jwt", header=header,
                              required=("exp", "iat", "jti", "sub", "client_id", "consent_id"),
-                             max_lifetime=self.lifetime)
+                             max_lifetime=self.lifetime, skew=self.skew)
         for name in ("client_id", "consent_id", "sub"):
             if not isinstance(claims[name], str):
                 raise TokenError(f"{name} must be a string")
