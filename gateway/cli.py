@@ -36,7 +36,7 @@ OPERATOR_ERRORS = (ConfigError, RequesterError, PolicyError, DemoRefused, OSErro
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError):   # the driver's words; never the SQL or its parameters
         return f"database: {str(exc.orig).strip().splitlines()[0] if exc.orig else 'unreachable'}"
-    return str(exc) or type(exc).__name__
+    return getattr(exc, "operator_detail", None) or str(exc) or type(exc).__name__
 
 
 class _Cdeg(click.Group):
@@ -76,11 +76,16 @@ def serve(host: str, port: int):
     from gateway.demo.seed import is_empty, seed
     from gateway import runtime
     from gateway.jobs import outbox
+    from gateway.jobs import worker
     overrides = {} if os.environ.get("CDEG_ISSUER") else {"issuer": f"http://{host}:{port}"}
     config = _config(**overrides)
     app = create_app(config)
     gw = runtime.of(app)
-    outbox.relay_quietly(gw)  # work a crash left committed but not handed on
+    if config.inline_jobs:   # no worker: this process relays (a crash's leftovers too) and sweeps
+        worker.tend(gw)
+        worker.tend_in_background(gw)
+    else:
+        outbox.relay_quietly(gw)  # work a crash left committed but not handed on
     if config.demo and is_empty(gw):
         seeded = seed(gw)
         click.echo(f"seeded demo data: requesters {', '.join(seeded)}; citizen CHAN Tai Man A123456(3)")
@@ -92,11 +97,11 @@ def serve(host: str, port: int):
 @main.command(help="Run an RQ worker on CDEG_REDIS_URL.")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool):
-    from gateway.jobs import worker as jobs_worker
+    from gateway.jobs import worker
     config = _config()
     if not config.redis_url:
         raise CliError("CDEG_REDIS_URL is not set: embedded instances run jobs inline")
-    jobs_worker.work(_gateway(config), burst=burst)
+    worker.work(_gateway(config), burst=burst)
 
 
 @main.group("db", help="The database schema.")

@@ -143,6 +143,9 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}: must be a whole number of at least 1")
+        if self.job_stale_after <= self.job_timeout:
+            raise ConfigError("job_stale_after: must be longer than job_timeout, or a job still "
+                              "running would be handed on again")
         if self.access_token_ttl > 600 or self.authorization_code_ttl > 60 \
                 or not 60 <= self.pushed_request_ttl <= 600:
             raise ConfigError("access tokens live at most 600 s, codes 60 s, pushed requests "

@@ -13,6 +13,7 @@ served the request.
     ├── ConsentError               409 consent-state     consent
     │   ├── ConsentNotFound        404 not-found         (another's consent looks the same)
     │   └── TransitionRefused      409 consent-state     the lifecycle does not allow it
+    ├── KeyReused                  409 idempotency-key-reused  exchange: one key, another consent
     ├── Throttled                  429 too-many-requests Retry-After
     ├── Unavailable                503 unavailable       Retry-After
     │   ├── StoreUnavailable       503                   store/redis: Redis did not answer
@@ -41,6 +42,8 @@ class GatewayError(Exception):
         super().__init__(self.detail)
         self.errors = errors or {}
         self.headers = dict(headers or {})
+        # for the operator's eyes only (the CLI's one line, logs); never in a response body
+        self.operator_detail: str | None = None
 
 
 class BadRequest(GatewayError):
@@ -93,6 +96,10 @@ class ConsentNotFound(ConsentError):
 
 class TransitionRefused(ConsentError):
     pass
+
+
+class KeyReused(GatewayError):
+    status, problem, message = 409, "idempotency-key-reused", "error.bad_request"
 
 
 class Throttled(GatewayError):

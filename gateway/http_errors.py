@@ -21,9 +21,10 @@ from flask import Blueprint, Flask, current_app, g, jsonify, make_response, rend
 
 from gateway import runtime
 from markupsafe import escape
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from gateway.errors import GatewayError, Throttled
+from gateway.errors import DatabaseUnavailable, GatewayError, Throttled
 from gateway.oauth.errors import OAuthError
 
 log = logging.getLogger("cdeg")
@@ -33,7 +34,10 @@ TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not F
           413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 HTTP_DETAILS = {404: "not found", 405: "method not allowed", 413: "request body too large"}
-HTTP_MESSAGES = {404: "error.not_found", 413: "error.too_large", 429: "error.too_many"}
+HTTP_MESSAGES = {404: "error.not_found", 405: "error.method", 413: "error.too_large",
+                 429: "error.too_many"}
+# Edges whose blueprints are not built yet answer in their SPEC shape all the same (SPEC 8)
+UNBUILT_EDGES = {"cdi": "problem"}
 # RFC 6750 3 / RFC 6749 5.2: the characters an error_description may hold
 _HEADER_SAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 # An OAuth JSON endpoint's code for an error that is not an OAuthError
@@ -52,7 +56,7 @@ def _from_http(exc: HTTPException) -> GatewayError:
     error.message = HTTP_MESSAGES.get(status, "error.bad_request" if status < 500
                                       else "error.internal")
     if status == 405 and getattr(exc, "valid_methods", None):
-        error.headers["Allow"] = ", ".join(exc.valid_methods)
+        error.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
     return error
 
 
@@ -70,10 +74,12 @@ def as_problem(exc: GatewayError):
     resp = jsonify(body)
     resp.status_code = exc.status
     resp.mimetype = "application/problem+json"
-    if exc.bearer_error:
+    if exc.bearer_error == "invalid_token":
         said = _HEADER_SAFE.sub("", exc.detail)[:200]
         resp.headers["WWW-Authenticate"] = (f'Bearer error="{exc.bearer_error}", '
                                             f'error_description="{said}"')
+    elif exc.bearer_error:
+        resp.headers["WWW-Authenticate"] = f'Bearer error="{exc.bearer_error}"'
     return _with_headers(resp, exc)
 
 
@@ -117,9 +123,17 @@ def _unexpected(exc: Exception) -> GatewayError:
     return GatewayError()
 
 
+def _pool_exhausted(exc: PoolTimeout) -> GatewayError:
+    """No pooled connection came free in time: busy, not broken (SQLAlchemy raises it from the
+    pool, outside the engine's error hook, so it is mapped here)."""
+    log.warning("database pool exhausted")
+    return DatabaseUnavailable()
+
+
 def _handlers(render: Renderer) -> dict:
     return {GatewayError: render,
             HTTPException: lambda exc: render(_from_http(exc)),
+            PoolTimeout: lambda exc: render(_pool_exhausted(exc)),
             Exception: lambda exc: render(_unexpected(exc))}
 
 
@@ -157,7 +171,10 @@ def init_app(app: Flask) -> None:
                 continue
             bp = app.blueprints.get(endpoint.rpartition(".")[0])
             return getattr(bp, "cdeg_render", as_page)
-        return owners.get(_first_segment(request.path), as_page)
+        first = _first_segment(request.path)
+        if UNBUILT_EDGES.get(first) == "problem":
+            return as_problem
+        return owners.get(first, as_page)
 
     def render(exc: GatewayError):
         return owner()(exc)

@@ -115,12 +115,15 @@ class Gateway:
         from gateway.jobs import outbox
         with self.db.connect() as conn:
             outbox.asked(conn)  # nothing left over from an earlier use of this connection
+            conn.info[outbox.OPEN] = True
             try:
                 with conn.begin():
                     yield conn
             except BaseException:
                 outbox.asked(conn)
                 raise
+            finally:
+                conn.info.pop(outbox.OPEN, None)
             committed_work = outbox.asked(conn)
         if committed_work:
             outbox.relay_quietly(self)

@@ -39,6 +39,18 @@ def test_an_unknown_path_under_the_well_known_edge_is_a_problem_document(flow):
     assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
 
 
+def test_the_cdi_edge_answers_in_problem_documents_before_it_is_built(flow):
+    resp = flow.requester.get("/cdi/v1/queries/q-1")
+    assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
+
+
+def test_items_outside_the_consent_name_insufficient_scope_alone(flow):
+    tokens = flow.tokens()
+    resp = flow.data(tokens["access_token"], items="contact.email")
+    assert resp.status_code == 403
+    assert resp.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope"'
+
+
 def test_an_unknown_citizen_page_is_a_page(flow):
     resp = flow.browser.get("/me/nothing-here")
     assert resp.status_code == 404 and resp.mimetype == "text/html"
@@ -79,7 +91,21 @@ def test_a_database_that_does_not_answer_is_503_not_500(flow, monkeypatch):
     monkeypatch.setattr(flow.gw.db.pool, "_creator", refuse)
     resp = flow.data(tokens["access_token"])
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
-    assert resp.get_json()["type"].endswith("/problems/unavailable")
+    body = resp.get_json()
+    assert body["type"].endswith("/problems/unavailable")
+    assert body["detail"] == "the database did not answer; try again shortly"  # no driver words
+
+
+def test_a_pool_with_no_connection_free_in_time_is_503(flow, monkeypatch):
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+    tokens = flow.tokens()
+
+    def exhausted(*args, **kwargs):
+        raise PoolTimeout("QueuePool limit reached")
+
+    monkeypatch.setattr(flow.gw.reads, "connect", exhausted)
+    resp = flow.data(tokens["access_token"])
+    assert resp.status_code == 503 and resp.mimetype == "application/problem+json"
 
 
 def _refuse_sqlite(*args, **kwargs):
@@ -94,7 +120,8 @@ def _refuse_postgresql(*args, **kwargs):
 
 @pytest.mark.parametrize("change", [{"access_token_ttl": 601}, {"authorization_code_ttl": 61},
                                     {"pushed_request_ttl": 30}, {"login_code_attempts": 0},
-                                    {"job_timeout": "soon"}])
+                                    {"job_timeout": "soon"},
+                                    {"job_timeout": 300, "job_stale_after": 300}])
 def test_limits_outside_the_contract_are_refused_at_start(tmp_path, change):
     with pytest.raises(ConfigError):
         Config(instance_dir=tmp_path, **change).validate()

@@ -83,11 +83,47 @@ def test_asking_twice_with_one_key_is_one_job(gw, probe):
 
 def test_job_arguments_must_be_ids_not_personal_data(gw, probe):
     with gw.transaction() as conn:
-        for args in ({"citizen": {"hkid": "A123456(3)"}}, {"flag": True}, {"long": "x" * 500}):
+        for args in ({"citizen": {"hkid": "A123456(3)"}}, {"flag": True}, {"long": "x" * 500},
+                     {"hkid": "A123456(3)"}, {"who": "A1234563"}, {"name": "CHAN Tai Man"}):
             with pytest.raises(outbox.JobRefused):
                 outbox.add(conn, 0, "test.probe", args, key="bad")
         with pytest.raises(outbox.JobRefused, match="unknown job"):
             outbox.add(conn, 0, "no.such.job", {}, key="bad")
+
+
+def test_jobs_are_asked_for_only_inside_a_transaction_whose_commit_relays_them(gw, probe):
+    with gw.db.begin() as conn, pytest.raises(outbox.JobRefused, match="transaction"):
+        outbox.add(conn, 0, "test.probe", {}, key="outside")
+    assert _rows(gw) == []
+
+
+def test_a_job_whose_run_has_started_is_not_started_again_until_its_lease_ends(gw, probe):
+    """Two copies of one RQ job (a relay that failed part-way enqueues again): the second
+    finds the first's lease and does nothing."""
+    with gw.db.begin() as conn:
+        conn.execute(outbox_table.insert().values(job="test.probe", args={}, attempts=1,
+                                                  idempotency_key="leased", created_at=0,
+                                                  relayed_at=gw.clock.now(),
+                                                  claimed_at=gw.clock.now()))
+    row_id = _rows(gw)[0]["id"]
+    runtime.install(gw)
+    try:
+        assert outbox.run(row_id) is None and probe == []      # the first run still holds it
+        gw.clock.advance(gw.config.job_timeout + 1)
+        assert outbox.run(row_id) == 1 and probe == [{}]       # its lease ended: run once
+        assert outbox.run(row_id) is None and probe == [{}]    # done: never again
+    finally:
+        runtime.install(None)
+
+
+def test_the_sweep_still_runs_from_an_operators_cron_with_no_arguments(flow, clock):
+    flow.tokens()
+    clock.advance(91 * 86400)
+    runtime.install(flow.gw)        # as cdeg worker does
+    try:
+        assert expire_consents() == 1
+    finally:
+        runtime.install(None)
 
 
 def test_a_failing_inline_job_is_tried_again_later_and_then_left_for_an_operator(gw, monkeypatch):

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from gateway.errors import InvalidToken, OutsideConsent
+from gateway.errors import InvalidToken, KeyReused, OutsideConsent
 from gateway.exchange import release
 from gateway.store.db import audit_entries
 
@@ -64,11 +64,43 @@ def test_a_keyed_record_writes_its_release_once(flow):
     gw = flow.gw
     grant = release.live_grant(gw, gw.access_tokens.verify(tokens["access_token"]))
     items = release.decide(grant, None, gw.clock.now())
-    assert not release.already_recorded(gw, "cdi-query-1")
+    assert not release.already_recorded(gw, grant, "cdi-query-1")
     assert release.record(gw, grant, items, route="cdi", key="cdi-query-1").first
-    assert release.already_recorded(gw, "cdi-query-1")
+    assert release.already_recorded(gw, grant, "cdi-query-1")
     assert not release.record(gw, grant, items, route="cdi", key="cdi-query-1").first
     assert _released(gw, grant.consent_id) == 1
+
+
+def test_a_key_used_for_one_consent_is_refused_for_another_and_records_nothing(flow):
+    gw = flow.gw
+    first, second = (release.live_grant(gw, gw.access_tokens.verify(flow.tokens()["access_token"]))
+                     for _ in range(2))
+    release.record(gw, first, ["identity.hkid"], route="cdi", key="q-7")
+    with pytest.raises(KeyReused):
+        release.record(gw, second, ["identity.hkid"], route="cdi", key="q-7")
+    assert _released(gw, second.consent_id) == 0
+
+
+def test_one_requesters_key_never_meets_anothers(flow):
+    gw = flow.gw
+    grant = release.live_grant(gw, gw.access_tokens.verify(flow.tokens()["access_token"]))
+    other = replace(grant, client_id="transport-department")
+    release.record(gw, grant, ["identity.hkid"], route="cdi", key="q-1")
+    assert not release.already_recorded(gw, other, "q-1")
+
+
+def test_a_repeated_key_after_revocation_is_refused_not_answered(flow):
+    tokens = flow.tokens()
+    gw = flow.gw
+    grant = release.live_grant(gw, gw.access_tokens.verify(tokens["access_token"]))
+    release.record(gw, grant, ["identity.hkid"], route="cdi", key="q-9")
+    flow.revoke_as_citizen(tokens["consent_id"])
+    with pytest.raises(InvalidToken):
+        release.record(gw, grant, ["identity.hkid"], route="cdi", key="q-9")
+
+
+def test_a_grant_never_shows_the_hkid_in_its_repr():
+    assert GRANT.hkid not in repr(GRANT)
 
 
 def test_the_grant_knows_the_citizen_by_the_same_pairwise_subject_as_the_token(flow):
@@ -99,4 +131,4 @@ def test_a_consent_revoked_after_decide_releases_nothing_at_record(flow):
     with pytest.raises(InvalidToken):
         release.record(gw, grant, items, route="cdi", key="after-revoke")
     assert _released(gw, grant.consent_id) == 0
-    assert not release.already_recorded(gw, "after-revoke")
+    assert not release.already_recorded(gw, grant, "after-revoke")

@@ -15,7 +15,7 @@ against a concurrent revocation: a consent revoked while its data was fetched re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +24,7 @@ from gateway.audit import chain
 from gateway.citizens import pairwise_subject
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import Status
-from gateway.errors import BadRequest, InvalidToken, OutsideConsent
+from gateway.errors import BadRequest, InvalidToken, KeyReused, OutsideConsent
 from gateway.store.db import citizens, consents, release_keys, requesters, tokens
 from gateway.tokens.access import VerifiedClaims
 from policies.engine import PolicyError, allowed_items, check_consent
@@ -54,7 +54,7 @@ class Grant:
     client_id: str
     subject_id: str
     subject: str
-    hkid: str
+    hkid: str = field(repr=False)       # never in a log line or a traceback
     status: str
     purpose: str
     data_items: tuple[str, ...]
@@ -151,19 +151,28 @@ class Recorded:
     first: bool      # False: this idempotency key was recorded before; nothing written now
 
 
-def already_recorded(gw, key: str) -> bool:
-    """Whether a release with this idempotency key was recorded (so a retried job need not
-    fetch again)."""
+def _scoped(grant: Grant, key: str) -> str:
+    return f"{grant.client_id}:{key}"   # one requester's key never meets another's
+
+
+def already_recorded(gw, grant: Grant, key: str) -> bool:
+    """Whether a release with this idempotency key was recorded for this grant's requester
+    (so a retried job need not fetch again)."""
     with gw.reads.connect() as conn:
         return conn.execute(select(release_keys.c.key)
-                            .where(release_keys.c.key == key)).first() is not None
+                            .where(release_keys.c.key == _scoped(grant, key))).first() is not None
 
 
 def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = None) -> Recorded:
     """Write the release of ``items`` under ``grant``: re-check the consent and the token,
-    append the ``data.released`` entry, end a ``once`` consent — all or nothing. With ``key``
-    (an idempotency key: a CDI query id, say) a second call with the same key writes nothing and
-    answers ``first=False``."""
+    append the ``data.released`` entry, end a ``once`` consent — all or nothing.
+
+    With ``key`` (an idempotency key of the requester's: a CDI query id, say) the release is
+    recorded once: a second call with the same key for the same consent writes nothing and
+    answers ``first=False`` — which permits sending nothing new: the caller answers with what
+    it kept from the first time. The consent and token are re-checked on every call, a repeat
+    included (a revoked consent refuses it), and a key the requester already used for another
+    consent is refused (``KeyReused``)."""
     now = gw.clock.now()
     audit = dict(client_id=grant.client_id, subject=grant.subject,
                  consent_id=grant.consent_id, items=list(items), route=route)
@@ -176,17 +185,22 @@ def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = 
         return Recorded(first=True)
 
     def write(conn) -> Recorded:
-        if key is not None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(release_keys.insert().values(
-                        key=key, consent_id=grant.consent_id, recorded_at=now))
-            except IntegrityError:
-                return Recorded(first=False)
         still = conn.execute(_STILL_LIVE, {"cid": grant.consent_id, "now": now,
                                            "jti": grant.token_id}).rowcount
         if still != 1:
             raise InvalidToken(_ENDED)
+        if key is not None:
+            scoped = _scoped(grant, key)
+            try:
+                with conn.begin_nested():
+                    conn.execute(release_keys.insert().values(
+                        key=scoped, consent_id=grant.consent_id, recorded_at=now))
+            except IntegrityError:
+                earlier = conn.execute(select(release_keys.c.consent_id)
+                                       .where(release_keys.c.key == scoped)).scalar()
+                if earlier != grant.consent_id:
+                    raise KeyReused("this idempotency key was used for another consent") from None
+                return Recorded(first=False)
         chain.append(conn, now, "data.released", **audit)
         if grant.access == "once":
             ledger.transition(conn, now, {**grant.consent(), "status": Status.APPROVED.value},

@@ -21,15 +21,17 @@ Job arguments are ids and numbers only, never personal data (SECURITY.md).
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from gateway import runtime
 from gateway.errors import StoreUnavailable
 from gateway.store.db import outbox
+from schemas.hkid import InvalidHKID, normalise
 
 from .registry import JOBS
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cdeg.jobs")
 
 ASKED = "cdeg_outbox_asked"   # set in a connection's info by add(): relay after this commit
+OPEN = "cdeg_transaction"     # set by Gateway.transaction() while its transaction is open
 RELAY_BATCH = 100             # attempts, staleness and the job timeout are in Config
 
 
@@ -46,18 +49,33 @@ class JobRefused(ValueError):
     """A job asked for that the registry does not know, or arguments that are not ids."""
 
 
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}", re.ASCII)
+
+
+def _is_hkid(value: str) -> bool:
+    try:
+        normalise(value)
+    except InvalidHKID:
+        return False
+    return True
+
+
 def _check(job: str, args: dict) -> None:
     if job not in JOBS:
         raise JobRefused(f"unknown job {job!r}")
     for name, value in args.items():
-        if not isinstance(name, str) or not isinstance(value, (str, int)) \
-                or isinstance(value, bool) or (isinstance(value, str) and len(value) > 200):
-            raise JobRefused(f"job {job}: argument {name!r} must be an id or a number")
+        if not isinstance(name, str) or not _ID.fullmatch(name) or isinstance(value, bool) \
+                or not isinstance(value, (str, int)) \
+                or (isinstance(value, str) and (not _ID.fullmatch(value) or _is_hkid(value))):
+            raise JobRefused(f"job {job}: argument {name!r} must be an id or a number, "
+                             f"never personal data")
 
 
 def add(conn: Connection, now: int, job: str, args: dict, key: str) -> None:
     """Ask, inside the caller's transaction, for ``job(gw, **args)`` to run once it commits;
     ``key`` names the request: asking again with the same key adds nothing."""
+    if not conn.info.get(OPEN):   # only there is the relay after the commit guaranteed
+        raise JobRefused("ask for jobs inside gw.transaction(), so they follow its commit")
     _check(job, args)
     values = dict(job=job, args=args, idempotency_key=key, created_at=now, attempts=0)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -96,7 +114,8 @@ def relay(gw: Gateway, limit: int = RELAY_BATCH) -> int:
             query = query.with_for_update(skip_locked=True)
         ids = conn.execute(query).scalars().all()
         for outbox_id in ids:
-            try:  # the RQ job id is the row's: a second relay of it replaces, not doubles
+            try:  # a second enqueue of a row (a relay that failed part-way, a stale row) is
+                # harmless: run() takes a lease, and a done row is not run again
                 queue.enqueue("gateway.jobs.outbox.run", outbox_id, job_id=f"outbox-{outbox_id}",
                               job_timeout=gw.config.job_timeout, failure_ttl=3600, result_ttl=600)
             except Exception as exc:  # noqa: BLE001 - Redis errors: the rows wait, unrelayed
@@ -125,12 +144,17 @@ def _run(gw: Gateway, outbox_id: int, *, claim=None, raise_errors: bool = False)
     took it first); mark it done once it succeeded. Answers the job's result (None when there
     was nothing to do)."""
     now = gw.clock.now()
-    if claim is None:
-        claim = and_(outbox.c.done_at.is_(None), outbox.c.attempts < gw.config.job_attempts)
+    # a lease: a run that started less than job_timeout ago may still be going (a second copy
+    # of the RQ job, a second relay), so nobody else starts it meanwhile
+    free = and_(outbox.c.done_at.is_(None), outbox.c.attempts < gw.config.job_attempts,
+                or_(outbox.c.claimed_at.is_(None),
+                    outbox.c.claimed_at <= now - gw.config.job_timeout))
     with gw.transaction() as conn:
         row = conn.execute(update(outbox)
-                           .where(outbox.c.id == outbox_id, claim)
-                           .values(attempts=outbox.c.attempts + 1, relayed_at=now)
+                           .where(outbox.c.id == outbox_id, free,
+                                  claim if claim is not None else true())
+                           .values(attempts=outbox.c.attempts + 1, relayed_at=now,
+                                   claimed_at=now)
                            .returning(outbox.c.job, outbox.c.args)).first()
     if row is None:
         return None

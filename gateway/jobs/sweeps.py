@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, or_, select
 
+from gateway import runtime
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import Status, TransitionRefused
 from gateway.store.db import consents, pushed_requests
@@ -14,7 +15,11 @@ if TYPE_CHECKING:
     from gateway.instance import Gateway
 
 
-def expire_consents(gw: Gateway, limit: int = 500) -> int:
+def expire_consents(gw: Gateway | None = None, limit: int = 500) -> int:
+    """The sweep. ``gw`` is the process's gateway when not given: an operator's cron that
+    enqueues ``gateway.jobs.sweeps.expire_consents`` with no arguments (as the README told them
+    before the worker asked for it itself) keeps working."""
+    gw = gw or runtime.current()
     now = gw.clock.now()
     with gw.db.connect() as conn:
         stale = conn.execute(

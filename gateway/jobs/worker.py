@@ -44,15 +44,24 @@ def tend(gw: Gateway) -> None:
         log.warning("outbox relay deferred: %s", type(exc).__name__)
 
 
+def tend_in_background(gw: Gateway) -> threading.Event:
+    """Tend every ``job_relay_every`` seconds in a daemon thread until the answer is set: in
+    ``cdeg worker`` beside RQ, and in the embedded ``cdeg serve`` (no worker there: its jobs run
+    inline, and this is what retries a failed one and sweeps)."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(gw.config.job_relay_every):
+            tend(gw)
+
+    threading.Thread(target=loop, name="cdeg-outbox-relay", daemon=True).start()
+    return stop
+
+
 def work(gw: Gateway, *, burst: bool = False) -> None:
     runtime.install(gw)
     tend(gw)
-    stop = threading.Event()
-    if not burst:
-        def loop():
-            while not stop.wait(gw.config.job_relay_every):
-                tend(gw)
-        threading.Thread(target=loop, name="cdeg-outbox-relay", daemon=True).start()
+    stop = threading.Event() if burst else tend_in_background(gw)
     try:
         SimpleWorker([queue_for(gw)], connection=gw.redis.client).work(burst=burst)
     finally:

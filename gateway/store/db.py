@@ -145,6 +145,7 @@ outbox = Table(
     Column("idempotency_key", String(200), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("relayed_at", BigInteger),                      # handed to RQ (or run inline)
+    Column("claimed_at", BigInteger),                      # a run started (a lease)
     Column("done_at", BigInteger),
     Column("attempts", Integer, nullable=False, default=0),
     Index("ix_outbox_pending", "relayed_at"),
@@ -163,10 +164,12 @@ def is_contention(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) in CONTENTION_SQLSTATES
 
 
-# SQLSTATE classes of a database that is not answering: connection exception, operator
-# intervention (shutdown), insufficient resources. SQLite's equivalents are named in words.
-_DOWN_SQLSTATES = ("08", "57P", "53")
-_SQLITE_DOWN = ("database is locked", "unable to open database", "disk i/o error")
+# SQLSTATEs of a database that is not answering or cannot take the statement now: connection
+# exception, operator intervention (shutdown, statement timeout), insufficient resources, a
+# lock not obtained in time, a read-only standby after a failover. SQLite's, named in words.
+_DOWN_SQLSTATES = ("08", "57P", "53", "57014", "55P03", "25006")
+_SQLITE_DOWN = ("database is locked", "database table is locked", "unable to open database",
+                "disk i/o error", "database or disk is full", "readonly database")
 
 
 def _driver_words(exc: BaseException) -> str:
@@ -194,11 +197,12 @@ def _map_errors(engine: Engine) -> None:
     def _translate(context):
         exc = context.sqlalchemy_exception
         if is_contention(exc):
-            mapped = Contention(f"database: {_driver_words(exc)}")
+            mapped = Contention()
         elif _is_down(context):
-            mapped = DatabaseUnavailable(f"database: {_driver_words(exc)}")
+            mapped = DatabaseUnavailable()
         else:
             return None
+        mapped.operator_detail = f"database: {_driver_words(exc)}"   # not for response bodies
         mapped.__cause__ = exc
         return mapped
 

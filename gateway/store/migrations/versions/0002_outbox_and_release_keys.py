@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(200), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("relayed_at", sa.BigInteger()),
+        sa.Column("claimed_at", sa.BigInteger()),
         sa.Column("done_at", sa.BigInteger()),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
