@@ -51,10 +51,10 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     app.session_interface = RedisSessionInterface(gw)
 
     from gateway import http_errors, wellknown
-    from gateway.api import data
+    from gateway.api import data, log
     from gateway.oauth import views
     from gateway.web import auth, consent, me, pages  # noqa: F401 - they register their routes
-    for blueprint in (wellknown.bp, views.bp, data.bp, pages.bp):  # each with its renderer
+    for blueprint in (wellknown.bp, views.bp, data.bp, log.bp, pages.bp):  # each renders its errors
         app.register_blueprint(blueprint)
     http_errors.init_app(app)
 
@@ -66,7 +66,7 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     def _headers(resp):
         for name, value in SECURITY_HEADERS.items():
             resp.headers.setdefault(name, value.replace("{form_targets}", _form_targets()))
-        if request.path.startswith(("/me", "/login", "/oauth/", "/api/")):
+        if request.path.startswith(("/me", "/login", "/oauth/", "/api/", "/log/")):
             resp.headers["Cache-Control"] = "no-store"
         return resp
 

@@ -200,22 +200,43 @@ def keys_rotate():
                f"it signed have expired")
 
 
-@main.group(help="The audit chain.")
+@main.group(help="The audit log (a transparency log of RFC 9162 trees).")
 def audit():
     pass
 
 
-@audit.command("verify", help="Check the hash chain; exit 1 at the first broken entry.")
-def audit_verify():
-    from gateway.audit.chain import BrokenChain, verify
+@audit.command("verify", help="Check every entry, tree and the latest checkpoint; exit 1 naming "
+                              "the first thing that does not hold.")
+@click.option("--against", "against_file", type=click.Path(exists=True, dir_okay=False),
+              help="A checkpoint kept earlier: also prove the log still extends it.")
+def audit_verify(against_file):
+    from gateway.audit import sequencer
+    from gateway.audit.verify import LogBroken, verify
     gw = _gateway()
-    with gw.db.connect() as conn:
-        try:
-            count = verify(conn)
-        except BrokenChain as exc:
-            click.echo(f"BROKEN: {exc}", err=True)
-            sys.exit(1)
-    click.echo(f"audit chain intact: {count} entries")
+    if gw.config.inline_jobs:
+        sequencer.integrate_all(gw)   # embedded: no worker sequences in the background
+    kept = Path(against_file).read_text(encoding="utf-8") if against_file else None
+    try:
+        result = verify(gw, kept)
+    except LogBroken as exc:
+        click.echo(f"BROKEN: {exc}", err=True)
+        sys.exit(1)
+    sizes = ", ".join(f"shard {s}: {n}" for s, n in sorted(result.shards.items()))
+    click.echo(f"audit log intact: {result.entries} entries sequenced ({sizes}), "
+               f"{result.pending} waiting"
+               + (f"; the latest checkpoint (iat {result.checkpoint_iat}) holds"
+                  if result.checkpoint_iat is not None else "; no checkpoint yet")
+               + (f"; the log extends the kept checkpoint (iat {result.against_iat})"
+                  if result.against_iat is not None else ""))
+
+
+@audit.command("checkpoint", help="Print the latest signed checkpoint, for keeping.")
+def audit_checkpoint():
+    from gateway.audit import checkpoints, sequencer
+    gw = _gateway()
+    if gw.config.inline_jobs:
+        sequencer.integrate_all(gw)
+    click.echo(checkpoints.current(gw))
 
 
 @main.command(help="Play the whole story against a fresh embedded instance.")

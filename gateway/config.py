@@ -55,6 +55,11 @@ class Config:
     job_stale_after: int = 300                # relayed but not done by then: handed on again
     job_timeout: int = 120                    # an RQ worker's limit for one job
     job_relay_every: int = 5                  # cdeg worker relays the outbox this often
+    # the transparency log (gateway/audit/)
+    log_shards: int = 1                       # trees; a citizen's entries stay in one
+    log_batch: int = 1000                     # entries a sequencer integrates per transaction
+    log_every: int = 1                        # cdeg worker sequences this often (seconds)
+    checkpoint_every: int = 2                 # a new signed checkpoint at most this often
     sweep_every: int = 600                    # and asks for the expiry sweep once a window
 
     @property
@@ -138,7 +143,8 @@ class Config:
                      "login_code_attempts", "wrong_code_window", "wrong_code_day",
                      "unmarked_wrong_codes", "unmarked_wrong_codes_a_day", "marked_wrong_codes",
                      "device_mark_ttl", "job_attempts", "job_stale_after", "job_timeout",
-                     "job_relay_every", "sweep_every",
+                     "job_relay_every", "sweep_every", "log_shards", "log_batch", "log_every",
+                     "checkpoint_every",
                      "client_rate_per_minute", "oauth_rate_per_minute", "login_rate_per_minute"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

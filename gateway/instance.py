@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from gateway import requester_registry
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.audit import entries, sequencer
 from gateway.errors import Contention
 from gateway.exchange.router import Router
 from gateway.store import db
@@ -77,10 +78,12 @@ class Gateway:
         secret = _instance_secret(config)
         self.session_secret = hmac.new(secret, b"session", hashlib.sha256).digest()
         self.pairwise_secret = hmac.new(secret, b"pairwise-subject", hashlib.sha256).digest()
-        self.db = db.make_engine(config.sqlalchemy_url)
-        self.reads = db.reader(self.db)
+        engine = db.make_engine(config.sqlalchemy_url)
         if config.sqlalchemy_url.startswith("sqlite"):
-            db.upgrade(self.db)
+            db.upgrade(engine)
+        # the audit log's writers read the number of shards from the engine they write through
+        self.db = engine.execution_options(**{entries.SHARDS_OPTION: config.log_shards})
+        self.reads = db.reader(self.db)
         self.redis = RedisStore(config.redis_url, config.redis_prefix)
         self.keyring = Keyring(Path(config.instance_dir) / "keys", self.clock,
                                publish_after_retirement=config.retired_key_published)
@@ -115,16 +118,21 @@ class Gateway:
         from gateway.jobs import outbox
         with self.db.connect() as conn:
             outbox.asked(conn)  # nothing left over from an earlier use of this connection
+            entries.appended(conn)
             conn.info[outbox.OPEN] = True
             try:
                 with conn.begin():
                     yield conn
             except BaseException:
                 outbox.asked(conn)
+                entries.appended(conn)
                 raise
             finally:
                 conn.info.pop(outbox.OPEN, None)
             committed_work = outbox.asked(conn)
+            logged = entries.appended(conn)
+        if logged:
+            sequencer.after_commit(self)
         if committed_work:
             outbox.relay_quietly(self)
 
@@ -152,4 +160,4 @@ class Gateway:
     def close(self) -> None:
         if self.router.pool is not None:
             self.router.pool.shutdown(wait=False)
-        self.db.dispose()
+        self.db.engine.dispose()

@@ -139,10 +139,14 @@ def test_audit_verify_passes_then_finds_the_tampered_entry(env):
     from gateway import create_app
     app = create_app(Config.from_env())
     Flow(app).tokens()
-    assert "intact: 3 entries" in run("audit", "verify")
+    assert "intact: 3 entries sequenced" in run("audit", "verify")
+    kept = env / "kept-checkpoint.jwt"   # an auditor keeps one
+    kept.write_text(run("audit", "checkpoint"))
+    assert "extends the kept checkpoint" in run("audit", "verify", "--against", str(kept))
     gw = Gateway(Config.from_env())
     with gw.db.begin() as conn:
-        conn.execute(update(audit_entries).where(audit_entries.c.seq == 2).values(outcome="x"))
+        conn.execute(update(audit_entries).where(audit_entries.c.id == 2)
+                     .values(entry=audit_entries.c.entry + " "))
     assert "audit entry 2" in run("audit", "verify", expect=1)
 
 

@@ -22,7 +22,7 @@ def _events(gw, consent_id: str) -> list[str]:
     with gw.db.connect() as conn:
         return list(conn.execute(select(audit_entries.c.event)
                                  .where(audit_entries.c.consent_id == consent_id)
-                                 .order_by(audit_entries.c.seq)).scalars())
+                                 .order_by(audit_entries.c.id)).scalars())
 
 
 def test_consent_revoked_while_its_data_is_fetched_releases_nothing(flow, monkeypatch):

@@ -224,12 +224,14 @@ def test_narrowing_the_policy_narrows_a_live_consent_at_the_next_call(flow, toke
 
 
 def test_each_release_is_audited_with_item_ids_and_no_values(flow, tokens):
-    from gateway.audit.chain import verify
+    from gateway.audit.verify import verify
     from gateway.store.db import audit_entries
     flow.data(tokens["access_token"])
+    from gateway.audit import sequencer
+    sequencer.integrate_all(flow.gw)
     with flow.gw.db.connect() as conn:
-        rows = [dict(r) for r in conn.execute(audit_entries.select()).mappings()]
-        assert verify(conn) == len(rows)
+        rows = [json.loads(r.entry) for r in conn.execute(audit_entries.select())]
+    assert verify(flow.gw).entries == len(rows)
     released = [r for r in rows if r["event"] == "data.released"]
     assert len(released) == 1
     assert released[0]["items"] == sorted(BANK_DETAIL["data_items"])

@@ -40,7 +40,7 @@ def test_only_the_rate_limits_module_counts_a_limit():
 
 def test_only_the_release_module_records_a_release():
     assert _offenders(r"release_keys\.insert|\"data\.released\",|release_sql\(",
-                      "gateway/exchange/release.py", "gateway/audit/chain.py") == []
+                      "gateway/exchange/release.py", "gateway/audit/entries.py") == []
 
 
 def test_only_the_outbox_module_writes_the_outbox():

@@ -26,7 +26,7 @@ GRANT = release.Grant(token_id="jti-1", consent_id="cns_" + "a" * 24, client_id=
 
 def _released(gw, consent_id: str) -> int:
     with gw.db.connect() as conn:
-        return len(conn.execute(select(audit_entries.c.seq).where(
+        return len(conn.execute(select(audit_entries.c.id).where(
             audit_entries.c.consent_id == consent_id,
             audit_entries.c.event == "data.released")).all())
 

@@ -43,7 +43,7 @@ def _events_of(gw, consent_id: str) -> list[str]:
     with gw.db.connect() as conn:
         return list(conn.execute(select(audit_entries.c.event)
                                  .where(audit_entries.c.consent_id == consent_id)
-                                 .order_by(audit_entries.c.seq)).scalars())
+                                 .order_by(audit_entries.c.id)).scalars())
 
 
 def test_revoke_always_wins_against_concurrent_readers(app):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from gateway.audit import chain
+from gateway.audit import entries
 from gateway.citizens import by_subject
 from gateway.clock import rfc3339
 from gateway.errors import SourceUnavailable
@@ -55,7 +55,7 @@ def overview(gw, subject_id: str, lang: str) -> list[dict]:
                             .order_by(consents.c.created_at.desc())).mappings().all()
         for row in rows:
             row = dict(row)
-            reads = [e for e in chain.for_consent(conn, row["consent_id"])
+            reads = [e for e in entries.for_consent(conn, row["consent_id"])
                      if e["event"] == "data.released"]
             out.append({
                 "consent_id": row["consent_id"], "status": liveness.status_now(row, now),

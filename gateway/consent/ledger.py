@@ -26,7 +26,7 @@ import secrets
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from gateway.audit import chain
+from gateway.audit import entries
 from gateway.store.db import consents
 from gateway.tokens import token_rows
 
@@ -44,7 +44,7 @@ def create_requested(conn: Connection, now: int, *, client_id: str, detail: dict
         status=Status.REQUESTED.value, purpose=detail["purpose"],
         data_items=list(detail["data_items"]), access=detail["access"],
         duration=detail.get("duration"), authorization_details=[detail], created_at=now))
-    chain.append(conn, now, "consent.requested", client_id=client_id, consent_id=consent_id,
+    entries.append(conn, now, "consent.requested", client_id=client_id, consent_id=consent_id,
                  items=detail["data_items"])
     return consent_id
 
@@ -85,7 +85,9 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
         raise TransitionRefused(f"consent changed meanwhile; it is no longer {consent['status']}")
     if ending:  # and any token a code exchange or a refresh committed while we waited
         token_rows.revoke_for_consent(conn, consent["consent_id"], now, skip_locked=True)
-    chain.append(conn, now, f"consent.{target.value}", client_id=consent["client_id"],
+    entries.append(conn, now, f"consent.{target.value}",
+                   citizen=changes.get("subject_id") or consent.get("subject_id"),
+                   client_id=consent["client_id"],
                  subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
                  route=route)
     return {**consent, **changes}

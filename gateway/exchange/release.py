@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.audit import chain
+from gateway.audit import entries, sequencer
 from gateway.citizens import pairwise_subject
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import Status
@@ -179,9 +179,11 @@ def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = 
     if key is None and grant.access == "ongoing" and gw.db.dialect.name == "postgresql":
         # autocommit: the one statement is its own transaction
         recorded = gw.in_transaction(
-            lambda conn: chain.release_sql(conn, now, grant.token_id, **audit), engine=gw.reads)
+            lambda conn: entries.release_sql(conn, now, grant.token_id, citizen=grant.subject_id,
+                                             **audit), engine=gw.reads)
         if recorded is None:
             raise InvalidToken(_ENDED)
+        sequencer.after_commit(gw)
         return Recorded(first=True)
 
     def write(conn) -> Recorded:
@@ -201,7 +203,7 @@ def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = 
                 if earlier != grant.consent_id:
                     raise KeyReused("this idempotency key was used for another consent") from None
                 return Recorded(first=False)
-        chain.append(conn, now, "data.released", **audit)
+        entries.append(conn, now, "data.released", citizen=grant.subject_id, **audit)
         if grant.access == "once":
             ledger.transition(conn, now, {**grant.consent(), "status": Status.APPROVED.value},
                               "expired", subject=grant.subject, route=route)

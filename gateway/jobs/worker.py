@@ -20,6 +20,8 @@ from rq import SimpleWorker
 from gateway import runtime
 from gateway.store.queue import queue_for
 
+from gateway.audit import sequencer
+
 from . import outbox
 
 if TYPE_CHECKING:
@@ -42,6 +44,15 @@ def tend(gw: Gateway) -> None:
         outbox.relay(gw)
     except Exception as exc:  # noqa: BLE001 - the next round tries again
         log.warning("outbox relay deferred: %s", type(exc).__name__)
+    sequence(gw)
+
+
+def sequence(gw: Gateway) -> None:
+    """Integrate what has committed into the log's trees, and checkpoint when due."""
+    try:
+        sequencer.integrate_all(gw)
+    except Exception as exc:  # noqa: BLE001 - the next round tries again
+        log.warning("sequencing deferred: %s", type(exc).__name__)
 
 
 def tend_in_background(gw: Gateway) -> threading.Event:
@@ -54,7 +65,12 @@ def tend_in_background(gw: Gateway) -> threading.Event:
         while not stop.wait(gw.config.job_relay_every):
             tend(gw)
 
+    def sequencing():
+        while not stop.wait(gw.config.log_every):
+            sequence(gw)
+
     threading.Thread(target=loop, name="cdeg-outbox-relay", daemon=True).start()
+    threading.Thread(target=sequencing, name="cdeg-sequencer", daemon=True).start()
     return stop
 
 

@@ -12,7 +12,7 @@ from marshmallow import ValidationError
 from sqlalchemy import select, update
 
 from gateway import citizens
-from gateway.audit import chain
+from gateway.audit import entries
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import ConsentError, Status
 from gateway.store.db import authorization_codes, pushed_requests
@@ -165,7 +165,8 @@ def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | N
                          expires_at=consent["expires_at"]))
         body["refresh_token"] = refresh
     token_rows.issue(conn, rows)
-    chain.append(conn, now, "token.issued", client_id=requester["client_id"], subject=subject,
+    entries.append(conn, now, "token.issued", citizen=consent["subject_id"],
+                   client_id=requester["client_id"], subject=subject,
                  consent_id=consent["consent_id"], items=consent["data_items"], route="oauth")
     return body
 
@@ -261,7 +262,8 @@ def _revoke_family(gw, conn, requester: dict, row: dict, now: int, *, outcome: s
     """Revoke every token descended from ``row``'s authorization code, and audit it."""
     token_rows.revoke_for_code(conn, row["code_hash"], now)
     consent = ledger.get(conn, row["consent_id"])
-    chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
+    entries.append(conn, now, "token.revoked", citizen=consent["subject_id"],
+                   client_id=requester["client_id"],
                  subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
                  items=consent["data_items"], route="oauth", outcome=outcome)
 
@@ -293,7 +295,8 @@ def revoke(gw, conn, requester: dict, form: dict) -> None:
     else:
         token_rows.revoke(conn, row["token_id"], now)
     consent = ledger.get(conn, row["consent_id"])
-    chain.append(conn, now, "token.revoked", client_id=requester["client_id"],
+    entries.append(conn, now, "token.revoked", citizen=consent["subject_id"],
+                   client_id=requester["client_id"],
                  subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
                  items=consent["data_items"], route="oauth")
 

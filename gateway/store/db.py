@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import (JSON, BigInteger, Column, ForeignKey, Index, Integer, MetaData, String,
-                        Table, create_engine, event, inspect, text)
+                        Table, Text, UniqueConstraint, create_engine, event, inspect, text)
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -106,27 +106,42 @@ tokens = Table(
 )
 
 audit_entries = Table(
-    "audit_entries", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("at", String(32), nullable=False),              # RFC 3339 UTC
-    Column("event", String(32), nullable=False),
-    Column("client_id", String(64)),
-    Column("subject", String(64)),                         # pairwise pseudonym, never an HKID
+    "audit_entries", metadata,                             # the transparency log's entries
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),                            # order of insertion, not of the log
+    Column("shard", Integer, nullable=False),
+    Column("leaf_index", BigInteger),                      # given by the sequencer; null until
     Column("consent_id", String(40)),
-    Column("items", JSON, nullable=False),
-    Column("route", String(32)),
-    Column("outcome", String(32), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("entry", Text, nullable=False),                 # canonical JSON: the entry's bytes
+    Column("leaf_hash", String(64), nullable=False),       # hex SHA-256(0x00 || entry)
+    UniqueConstraint("shard", "leaf_index", name="uq_audit_leaf"),
     Index("ix_audit_consent", "consent_id"),
 )
 
-audit_head = Table(
-    "audit_head", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("seq", Integer, nullable=False),
+log_nodes = Table(
+    "log_nodes", metadata,                                 # perfect subtrees above the leaves
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("level", Integer, primary_key=True, autoincrement=False),   # 1: two leaves
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", String(64), nullable=False),
-    Column("prev_hash", String(64)),    # the predecessor of ``hash`` (kept by release_sql)
+    Column("span_end", BigInteger, nullable=False),        # leaves covered end before this
+)
+
+log_heads = Table(
+    "log_heads", metadata,                                 # each shard's tree, moved only by
+    Column("shard", Integer, primary_key=True, autoincrement=False),   # its sequencer
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", String(64), nullable=False),
+    Column("integrated_at", BigInteger, nullable=False),
+)
+
+log_checkpoints = Table(
+    "log_checkpoints", metadata,                           # signed by a key outside the database
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("iat", BigInteger, nullable=False),
+    Column("jws", Text, nullable=False),
 )
 
 release_keys = Table(

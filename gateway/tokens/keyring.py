@@ -118,6 +118,12 @@ class Keyring:
         return [self._keys[e["kid"]] for e in self._meta
                 if e["retired_at"] is None or e["retired_at"] + self.publish_after_retirement > now]
 
+    def any_key(self, kid) -> jwk.JWK | None:
+        """Any key this gateway holds, retired ones included (a kept checkpoint or receipt is
+        checked against it long after the JWKS stopped publishing it); None if unknown."""
+        self._refresh()
+        return self._keys.get(kid) if isinstance(kid, str) else None
+
     def verification_key(self, kid) -> jwk.JWK:
         if not isinstance(kid, str):
             raise TokenError("kid missing")

@@ -1,0 +1,110 @@
+"""Writing and reading the audit log's entries (SPEC section 9).
+
+An entry's bytes are canonical JSON (sorted keys, no spaces, UTF-8) of what happened: when,
+which event, which client, which subject pseudonym, which consent, which item ids, which route,
+which outcome — never a value. A writer inserts its entry, with ``leaf_hash`` = SHA-256(0x00 ||
+bytes), in the same transaction as the change it records, and writes nothing else: no row that
+every writer updates, so writers on many machines do not queue behind one another. The
+sequencer (``gateway/audit/sequencer.py``) later gives each committed entry its place in its
+shard's Merkle tree.
+
+Shards: a citizen's entries go to one shard (chosen by a hash of the gateway's internal id for
+the citizen, or of the consent while it has no citizen yet: a request not yet answered); the
+engine carries the number of shards (``Config.log_shards``) as the execution option
+``cdeg_log_shards``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
+
+from gateway.clock import rfc3339
+from gateway.consent.liveness import LIVE_SQL
+from gateway.store.db import audit_entries
+
+BODY_FIELDS = ("at", "event", "client_id", "subject", "consent_id", "items", "route", "outcome")
+APPENDED = "cdeg_log_appended"    # in a connection's info: this transaction wrote entries
+SHARDS_OPTION = "cdeg_log_shards"
+
+
+def body_of(entry: dict) -> str:
+    return json.dumps({k: entry[k] for k in BODY_FIELDS}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def leaf_hash(body: str) -> str:
+    return hashlib.sha256(b"\x00" + body.encode("utf-8")).hexdigest()
+
+
+def new_entry(now: int, event: str, *, client_id=None, subject=None, consent_id=None,
+              items=(), route=None, outcome="ok") -> dict:
+    return {"at": rfc3339(now), "event": event, "client_id": client_id, "subject": subject,
+            "consent_id": consent_id, "items": sorted(items), "route": route,
+            "outcome": outcome}
+
+
+def shard_of(key: str, shards: int) -> int:
+    if shards <= 1:
+        return 0
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shards
+
+
+def _row(conn: Connection, now: int, event: str, citizen: str | None, fields: dict) -> dict:
+    entry = new_entry(now, event, **fields)
+    body = body_of(entry)
+    shards = conn.get_execution_options().get(SHARDS_OPTION, 1)
+    return {"shard": shard_of(citizen or fields.get("consent_id") or "", shards),
+            "consent_id": fields.get("consent_id"), "event": event, "entry": body,
+            "leaf_hash": leaf_hash(body)}
+
+
+def append(conn: Connection, now: int, event: str, *, citizen: str | None = None,
+           **fields) -> None:
+    """Insert one entry inside the caller's transaction. ``citizen``: the internal subject id,
+    which picks the shard (the consent id does while there is none)."""
+    conn.execute(audit_entries.insert(), _row(conn, now, event, citizen, fields))
+    conn.info[APPENDED] = True
+
+
+def appended(conn: Connection) -> bool:
+    """Whether the transaction on ``conn`` wrote entries (and forget it)."""
+    return bool(conn.info.pop(APPENDED, False))
+
+
+# PostgreSQL, a data release in one statement run in autocommit: re-check the consent and its
+# token (the token row locked before the consent row, the ledger's lock order, so a concurrent
+# revocation waits or is seen), then insert the entry. Nothing is written unless the consent is
+# still live.
+RELEASE_SQL = text("""
+WITH live AS (
+    UPDATE consents SET status = status
+    WHERE consent_id = :consent_id AND """ + LIVE_SQL + """
+      AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL
+                  FOR NO KEY UPDATE)
+    RETURNING consent_id
+)
+INSERT INTO audit_entries (shard, consent_id, event, entry, leaf_hash)
+SELECT :shard, :consent_id, :event, :entry, :leaf_hash FROM live
+RETURNING id
+""")
+
+
+def release_sql(conn: Connection, now: int, jti: str, *, citizen: str, **fields) -> int | None:
+    """PostgreSQL: the release's whole write in one round trip; None when the consent or the
+    token is no longer live (nothing was written)."""
+    row = _row(conn, now, "data.released", citizen, fields)
+    return conn.execute(RELEASE_SQL, dict(row, now=now, jti=jti)).scalar()
+
+
+def for_consent(conn: Connection, consent_id: str) -> list[dict]:
+    """A consent's entries in the order they were written: each the entry's fields, with its
+    ``shard``, ``leaf_index`` (None until sequenced) and ``entry`` (the bytes, as a string)."""
+    rows = conn.execute(select(audit_entries.c.shard, audit_entries.c.leaf_index,
+                               audit_entries.c.entry)
+                        .where(audit_entries.c.consent_id == consent_id)
+                        .order_by(audit_entries.c.id))
+    return [{**json.loads(r.entry), "shard": r.shard, "leaf_index": r.leaf_index,
+             "entry": r.entry} for r in rows]
