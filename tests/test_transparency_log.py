@@ -312,3 +312,48 @@ def test_one_statement_release_writes_nothing_for_a_revoked_consent(tmp_path, re
         assert _events(flow.gw) == before
     finally:
         flow.gw.close()
+
+
+def test_each_read_on_me_links_to_its_inclusion_proof_which_verifies(flow):
+    tokens = flow.tokens()
+    flow.data(tokens["access_token"])
+    page = flow.browser.get("/me").get_data(as_text=True)
+    import html
+    import re
+    links = [html.unescape(h) for h in re.findall(r'class="inclusion-proof" href="([^"]+)"', page)]
+    assert len(links) == 1
+    proof = flow.browser.get(links[0]).get_json()
+    signed = flow.requester.get("/log/v1/checkpoint").get_data(as_text=True)
+    tree = checkpoints.verify(flow.gw, signed)["shards"][proof["shard"]]
+    assert tree["tree_size"] == proof["tree_size"]
+    with flow.gw.db.connect() as conn:
+        body = conn.execute(select(audit_entries.c.entry).where(
+            audit_entries.c.event == "data.released")).scalar()
+    assert json.loads(body)["consent_id"] == tokens["consent_id"]
+    assert merkle.verify_inclusion(proof["leaf_index"], proof["tree_size"],
+                                   merkle.leaf_hash(body.encode()),
+                                   [_b64(h) for h in proof["audit_path"]],
+                                   _b64(tree["root_hash"]))
+
+
+def test_me_reads_a_fixed_number_of_queries_however_many_consents(flow):
+    for _ in range(3):
+        flow.tokens()
+    counted: list[str] = []
+
+    def statement(conn, cursor, text, *args):
+        counted.append(text)
+
+    flow.browser.get("/me")   # warm: the session and its language
+    event.listen(flow.gw.db.engine, "before_cursor_execute", statement)
+    try:
+        few = flow.browser.get("/me")
+        three = len(counted)
+        for _ in range(4):
+            flow.tokens()
+        counted.clear()
+        many = flow.browser.get("/me")
+    finally:
+        event.remove(flow.gw.db.engine, "before_cursor_execute", statement)
+    assert few.status_code == many.status_code == 200
+    assert len(counted) == three

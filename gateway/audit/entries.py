@@ -99,6 +99,23 @@ def release_sql(conn: Connection, now: int, jti: str, *, citizen: str, **fields)
     return conn.execute(RELEASE_SQL, dict(row, now=now, jti=jti)).scalar()
 
 
+def released_for(conn: Connection, consent_ids: list[str]) -> dict[str, list[dict]]:
+    """The ``data.released`` entries of several consents in one query, by consent, in the
+    order they were written (the citizen's access log)."""
+    out: dict[str, list[dict]] = {cid: [] for cid in consent_ids}
+    if not consent_ids:
+        return out
+    rows = conn.execute(select(audit_entries.c.consent_id, audit_entries.c.shard,
+                               audit_entries.c.leaf_index, audit_entries.c.entry)
+                        .where(audit_entries.c.consent_id.in_(consent_ids),
+                               audit_entries.c.event == "data.released")
+                        .order_by(audit_entries.c.id))
+    for r in rows:
+        out[r.consent_id].append({**json.loads(r.entry), "shard": r.shard,
+                                  "leaf_index": r.leaf_index})
+    return out
+
+
 def for_consent(conn: Connection, consent_id: str) -> list[dict]:
     """A consent's entries in the order they were written: each the entry's fields, with its
     ``shard``, ``leaf_index`` (None until sequenced) and ``entry`` (the bytes, as a string)."""

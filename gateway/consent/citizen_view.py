@@ -7,7 +7,7 @@ from gateway.audit import entries
 from gateway.citizens import by_subject
 from gateway.clock import rfc3339
 from gateway.errors import SourceUnavailable
-from gateway.store.db import consents, requesters
+from gateway.store.db import consents, log_heads, requesters
 from schemas.catalogue import label
 from schemas.duration import seconds
 
@@ -45,6 +45,9 @@ def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
 
 
 def overview(gw, subject_id: str, lang: str) -> list[dict]:
+    """The citizen's consents with their access logs, in three queries however many there
+    are: the consents, their reads, the log's tree sizes (each read links to its inclusion
+    proof in the tree as it stands)."""
     now = gw.clock.now()
     out = []
     with gw.db.connect() as conn:
@@ -53,10 +56,11 @@ def overview(gw, subject_id: str, lang: str) -> list[dict]:
                             .join(requesters, requesters.c.client_id == consents.c.client_id)
                             .where(consents.c.subject_id == subject_id)
                             .order_by(consents.c.created_at.desc())).mappings().all()
+        released = entries.released_for(conn, [r["consent_id"] for r in rows])
+        sizes = dict(conn.execute(select(log_heads.c.shard, log_heads.c.tree_size)).all())
         for row in rows:
             row = dict(row)
-            reads = [e for e in entries.for_consent(conn, row["consent_id"])
-                     if e["event"] == "data.released"]
+            reads = released[row["consent_id"]]
             out.append({
                 "consent_id": row["consent_id"], "status": liveness.status_now(row, now),
                 "requester_name": requester_name(row, lang),
@@ -64,9 +68,18 @@ def overview(gw, subject_id: str, lang: str) -> list[dict]:
                 "item_labels": [label(i, lang) for i in row["data_items"]],
                 "expires": rfc3339(row["expires_at"]) if row["expires_at"] else None,
                 "reads": [{"at": e["at"], "client_id": e["client_id"], "item_ids": e["items"],
-                           "route": e["route"]} for e in reads],
+                           "route": e["route"], "proof": _proof_link(e, sizes)}
+                          for e in reads],
             })
     return out
+
+
+def _proof_link(entry: dict, sizes: dict) -> str | None:
+    size = sizes.get(entry["shard"], 0)
+    if entry["leaf_index"] is None or entry["leaf_index"] >= size:
+        return None   # not yet in the log's tree
+    return (f"/log/v1/proof/inclusion?shard={entry['shard']}&leaf_index={entry['leaf_index']}"
+            f"&tree_size={size}")
 
 
 def revoke(gw, subject_id: str, consent_id: str) -> None:
