@@ -357,3 +357,37 @@ def test_me_reads_a_fixed_number_of_queries_however_many_consents(flow):
         event.remove(flow.gw.db.engine, "before_cursor_execute", statement)
     assert few.status_code == many.status_code == 200
     assert len(counted) == three
+
+
+def test_an_outside_implementation_agrees_with_the_served_roots_and_inclusion_proofs(logged):
+    """pymerkle (a second RFC 9162 implementation) rebuilds the trees from the entries' bytes:
+    the same roots as the signed checkpoints, and the same inclusion paths as /log/v1 serves;
+    its verifier accepts them. (Its consistency proofs are laid out otherwise — see
+    tests/test_merkle.py — so the served consistency path is checked with RFC 9162 2.1.4.2 and
+    both roots come from pymerkle.)"""
+    import pymerkle
+    first = _checkpoint(logged)["shards"][0]
+    for _ in range(2):
+        logged.tokens()
+    second = _checkpoint(logged)["shards"][0]
+    with logged.gw.db.connect() as conn:
+        bodies = conn.execute(select(audit_entries.c.entry).where(audit_entries.c.shard == 0)
+                              .order_by(audit_entries.c.leaf_index)).scalars().all()
+    outside = pymerkle.InmemoryTree(algorithm="sha256")
+    for body in bodies:
+        outside.append_entry(body.encode())
+    assert outside.get_root(first["tree_size"]) == _b64(first["root_hash"])
+    assert outside.get_root(second["tree_size"]) == _b64(second["root_hash"])
+    n = second["tree_size"]
+    for index in range(n):
+        served = logged.requester.get(f"/log/v1/proof/inclusion?shard=0&leaf_index={index}"
+                                      f"&tree_size={n}").get_json()
+        theirs = outside.prove_inclusion(index + 1, n)          # pymerkle counts from one
+        assert theirs.path == [_b64(served["leaf_hash"])] + [_b64(h) for h in served["audit_path"]]
+        pymerkle.verify_inclusion(_b64(served["leaf_hash"]), _b64(second["root_hash"]), theirs,
+                                  index=index + 1, size=n)
+    served = logged.requester.get(f"/log/v1/proof/consistency?shard=0&first={first['tree_size']}"
+                                  f"&second={n}").get_json()
+    assert merkle.verify_consistency(first["tree_size"], n, outside.get_root(first["tree_size"]),
+                                     outside.get_root(n),
+                                     [_b64(h) for h in served["consistency_path"]])
