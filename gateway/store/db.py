@@ -66,6 +66,7 @@ consents = Table(
     Column("expires_at", BigInteger),
     Column("ended_at", BigInteger),
     Index("ix_consents_subject", "subject_id"),
+    Index("ix_consents_status_expiry", "status", "expires_at"),   # the expiry sweep
 )
 
 pushed_requests = Table(
