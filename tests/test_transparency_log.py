@@ -147,6 +147,11 @@ def test_a_rewrite_of_history_by_whoever_writes_the_database_is_caught_by_a_kept
     assert verify(gw).checkpoint_iat is None          # intact, as far as the database goes
     with pytest.raises(LogBroken, match="the kept checkpoint: shard 0 at size 5"):
         verify(gw, kept)
+    gw.clock.advance(1)
+    checkpoints.publish(gw)                           # and one who holds the key re-signs
+    assert verify(gw).checkpoint_iat is not None      # self-consistent again
+    with pytest.raises(LogBroken, match="the kept checkpoint: shard 0 at size 5"):
+        verify(gw, kept)
 
 
 def test_a_checkpoint_signed_by_another_key_is_refused(logged):
