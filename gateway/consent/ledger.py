@@ -45,7 +45,7 @@ def create_requested(conn: Connection, now: int, *, client_id: str, detail: dict
         data_items=list(detail["data_items"]), access=detail["access"],
         duration=detail.get("duration"), authorization_details=[detail], created_at=now))
     entries.append(conn, now, "consent.requested", client_id=client_id, consent_id=consent_id,
-                 items=detail["data_items"])
+                   items=detail["data_items"])
     return consent_id
 
 
@@ -88,8 +88,8 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
     entries.append(conn, now, f"consent.{target.value}",
                    citizen=changes.get("subject_id") or consent.get("subject_id"),
                    client_id=consent["client_id"],
-                 subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
-                 route=route)
+                   subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
+                   route=route)
     return {**consent, **changes}
 
 

@@ -167,7 +167,7 @@ def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | N
     token_rows.issue(conn, rows)
     entries.append(conn, now, "token.issued", citizen=consent["subject_id"],
                    client_id=requester["client_id"], subject=subject,
-                 consent_id=consent["consent_id"], items=consent["data_items"], route="oauth")
+                   consent_id=consent["consent_id"], items=consent["data_items"], route="oauth")
     return body
 
 
@@ -264,8 +264,8 @@ def _revoke_family(gw, conn, requester: dict, row: dict, now: int, *, outcome: s
     consent = ledger.get(conn, row["consent_id"])
     entries.append(conn, now, "token.revoked", citizen=consent["subject_id"],
                    client_id=requester["client_id"],
-                 subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
-                 items=consent["data_items"], route="oauth", outcome=outcome)
+                   subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
+                   items=consent["data_items"], route="oauth", outcome=outcome)
 
 
 # -- revocation and introspection -----------------------------------------------------------
@@ -297,8 +297,8 @@ def revoke(gw, conn, requester: dict, form: dict) -> None:
     consent = ledger.get(conn, row["consent_id"])
     entries.append(conn, now, "token.revoked", citizen=consent["subject_id"],
                    client_id=requester["client_id"],
-                 subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
-                 items=consent["data_items"], route="oauth")
+                   subject=ledger.subject_of(gw, consent), consent_id=row["consent_id"],
+                   items=consent["data_items"], route="oauth")
 
 
 def introspect(gw, conn, requester: dict, form: dict) -> dict:
