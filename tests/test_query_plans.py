@@ -37,10 +37,11 @@ def test_the_live_grant_and_a_consents_log_are_index_lookups(pg_schema):
     db.upgrade(engine)
     grant = select(tokens.c.consent_id).where(tokens.c.token_id == "jti")
     log = select(audit_entries.c.entry).where(audit_entries.c.consent_id == "cns_x")
-    pending = select(audit_entries.c.id).where(audit_entries.c.shard == 0,
-                                               audit_entries.c.leaf_index.is_(None))
+    pending = (select(audit_entries.c.id).where(audit_entries.c.shard == 0,
+                                                audit_entries.c.leaf_index.is_(None))
+               .order_by(audit_entries.c.id).limit(1000))
     plans = [_plan(engine, q) for q in (grant, log, pending)]
     engine.dispose()
     assert "tokens_pkey" in plans[0]
     assert "ix_audit_consent" in plans[1]
-    assert "uq_audit_leaf" in plans[2]
+    assert "ix_audit_pending" in plans[2]

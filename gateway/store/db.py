@@ -118,6 +118,7 @@ audit_entries = Table(
     Column("leaf_hash", String(64), nullable=False),       # hex SHA-256(0x00 || entry)
     UniqueConstraint("shard", "leaf_index", name="uq_audit_leaf"),
     Index("ix_audit_consent", "consent_id"),
+    Index("ix_audit_pending", "shard", "leaf_index", "id"),   # the sequencer's next batch, in order
 )
 
 log_nodes = Table(
@@ -127,6 +128,7 @@ log_nodes = Table(
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", String(64), nullable=False),
     Column("span_end", BigInteger, nullable=False),        # leaves covered end before this
+    Index("ix_log_nodes_order", "shard", "span_end", "level"),   # verify streams in this order
 )
 
 log_heads = Table(

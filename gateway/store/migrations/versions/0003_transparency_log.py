@@ -62,6 +62,7 @@ def upgrade() -> None:
     op.drop_table("audit_head")
     op.rename_table("audit_log_entries", "audit_entries")
     op.create_index("ix_audit_consent", "audit_entries", ["consent_id"])
+    op.create_index("ix_audit_pending", "audit_entries", ["shard", "leaf_index", "id"])
     op.create_table(
         "log_nodes",
         sa.Column("shard", sa.Integer(), nullable=False, autoincrement=False),
@@ -71,6 +72,7 @@ def upgrade() -> None:
         sa.Column("span_end", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("shard", "level", "idx"),
     )
+    op.create_index("ix_log_nodes_order", "log_nodes", ["shard", "span_end", "level"])
     op.create_table(
         "log_heads",
         sa.Column("shard", sa.Integer(), nullable=False, autoincrement=False),
