@@ -73,6 +73,11 @@ def _lock(conn: Connection, shard: int) -> None:
     # SQLite: the transaction began IMMEDIATE (gateway/store/db.py): it holds the write lock
 
 
+_PLACE_ALL = text("UPDATE audit_entries SET leaf_index = placed.leaf "
+                  "FROM unnest(CAST(:ids AS bigint[]), CAST(:leaves AS bigint[])) "
+                  "AS placed(id, leaf) WHERE audit_entries.id = placed.id")
+
+
 def integrate(gw: Gateway, shard: int) -> int:
     """Integrate up to ``log_batch`` pending entries of ``shard``; answer how many."""
     now = gw.clock.now()
@@ -99,9 +104,13 @@ def integrate(gw: Gateway, shard: int) -> int:
                                   "hash": value.hex(), "span_end": (index + 1) << level})
         if not placed:
             return 0
-        conn.execute(update(audit_entries)
-                     .where(audit_entries.c.id == bindparam("entry_id"))
-                     .values(leaf_index=bindparam("leaf")), placed)
+        if conn.dialect.name == "postgresql":   # one statement for the batch, not one a row
+            conn.execute(_PLACE_ALL, {"ids": [p["entry_id"] for p in placed],
+                                      "leaves": [p["leaf"] for p in placed]})
+        else:
+            conn.execute(update(audit_entries)
+                         .where(audit_entries.c.id == bindparam("entry_id"))
+                         .values(leaf_index=bindparam("leaf")), placed)
         if nodes:
             conn.execute(log_nodes.insert(), nodes)
         values = {"tree_size": tree.size, "root_hash": tree.root().hex(), "integrated_at": now}
