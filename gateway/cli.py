@@ -209,15 +209,19 @@ def audit():
                               "the first thing that does not hold.")
 @click.option("--against", "against_file", type=click.Path(exists=True, dir_okay=False),
               help="A checkpoint kept earlier: also prove the log still extends it.")
-def audit_verify(against_file):
+@click.option("--only-new", is_flag=True,
+              help="With --against: recompute only what was added since the kept checkpoint.")
+def audit_verify(against_file, only_new):
     from gateway.audit import sequencer
     from gateway.audit.verify import LogBroken, verify
     gw = _gateway()
     if gw.config.inline_jobs:
         sequencer.integrate_all(gw)   # embedded: no worker sequences in the background
     kept = Path(against_file).read_text(encoding="utf-8") if against_file else None
+    if only_new and kept is None:
+        raise CliError("--only-new needs --against <kept checkpoint>")
     try:
-        result = verify(gw, kept)
+        result = verify(gw, kept, since_kept=only_new)
     except LogBroken as exc:
         click.echo(f"BROKEN: {exc}", err=True)
         sys.exit(1)
@@ -227,7 +231,8 @@ def audit_verify(against_file):
                + (f"; the latest checkpoint (iat {result.checkpoint_iat}) holds"
                   if result.checkpoint_iat is not None else "; no checkpoint yet")
                + (f"; the log extends the kept checkpoint (iat {result.against_iat})"
-                  if result.against_iat is not None else ""))
+                  if result.against_iat is not None else "")
+               + ("; only entries added since it were recomputed" if only_new else ""))
 
 
 @audit.command("checkpoint", help="Print the latest signed checkpoint, for keeping.")

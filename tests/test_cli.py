@@ -143,6 +143,8 @@ def test_audit_verify_passes_then_finds_the_tampered_entry(env):
     kept = env / "kept-checkpoint.jwt"   # an auditor keeps one
     kept.write_text(run("audit", "checkpoint"))
     assert "extends the kept checkpoint" in run("audit", "verify", "--against", str(kept))
+    assert "only entries added since it" in run("audit", "verify", "--against", str(kept),
+                                                "--only-new")
     gw = Gateway(Config.from_env())
     with gw.db.begin() as conn:
         conn.execute(update(audit_entries).where(audit_entries.c.id == 2)

@@ -396,3 +396,24 @@ def test_an_outside_implementation_agrees_with_the_served_roots_and_inclusion_pr
     assert merkle.verify_consistency(first["tree_size"], n, outside.get_root(first["tree_size"]),
                                      outside.get_root(n),
                                      [_b64(h) for h in served["consistency_path"]])
+
+
+def test_verifying_from_a_kept_checkpoint_recomputes_only_what_was_added(logged):
+    kept = logged.requester.get("/log/v1/checkpoint").get_data(as_text=True)
+    size = checkpoints.verify(logged.gw, kept)["shards"][0]["tree_size"]
+    logged.tokens()
+    sequencer.integrate_all(logged.gw)
+    result = verify(logged.gw, kept, since_kept=True)
+    assert result.rechecked_from == {0: size} and result.entries == size + 3
+    # an edit after the kept checkpoint is found
+    _tamper(logged.gw, update(audit_entries).where(audit_entries.c.leaf_index == size + 1)
+            .values(entry=func.replace(audit_entries.c.entry, '"ok"', '"no"')))
+    with pytest.raises(LogBroken, match=f"leaf {size + 1}"):
+        verify(logged.gw, kept, since_kept=True)
+
+
+def test_a_rewritten_tree_before_the_kept_checkpoint_fails_the_incremental_check_too(logged):
+    kept = logged.requester.get("/log/v1/checkpoint").get_data(as_text=True)
+    _tamper(logged.gw, update(log_nodes).where(log_nodes.c.level == 2).values(hash="1" * 64))
+    with pytest.raises(LogBroken, match="the kept checkpoint"):
+        verify(logged.gw, kept, since_kept=True)

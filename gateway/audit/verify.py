@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from gateway.store.db import audit_entries, log_heads, log_nodes
 
-from . import checkpoints, merkle
+from . import checkpoints, merkle, sequencer
 from .entries import leaf_hash
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class Verified:
     shards: dict = field(default_factory=dict)   # shard -> tree size
     checkpoint_iat: int | None = None
     against_iat: int | None = None
+    rechecked_from: dict = field(default_factory=dict)   # shard -> first leaf recomputed
 
 
 def _targets(payload: dict | None, label: str) -> dict[int, dict[int, tuple[bytes, str]]]:
@@ -61,7 +62,12 @@ def _targets(payload: dict | None, label: str) -> dict[int, dict[int, tuple[byte
     return out
 
 
-def verify(gw: Gateway, against: str | None = None) -> Verified:
+def verify(gw: Gateway, against: str | None = None, *, since_kept: bool = False) -> Verified:
+    """The whole log; with ``since_kept`` (and ``against``) only what was added after the kept
+    checkpoint: its trees are taken from the stored nodes, whose roots must be the kept ones —
+    the consistency RFC 9162 proves — and the newer leaves and nodes are recomputed."""
+    if since_kept and against is None:
+        raise ValueError("checking only what is new needs a kept checkpoint")
     latest = checkpoints.latest(gw)
     if latest is None:
         latest_payload = None
@@ -80,10 +86,18 @@ def verify(gw: Gateway, against: str | None = None) -> Verified:
         heads = {r.shard: r for r in conn.execute(select(log_heads))}
         shards = sorted(set(range(gw.config.log_shards)) | set(heads) | set(targets))
         for shard in shards:
-            size = _verify_shard(conn, conn, shard, heads.get(shard), targets.get(shard, {}))
+            start = None
+            if since_kept:
+                kept_sizes = {s["shard"]: (s["tree_size"], base64.b64decode(s["root_hash"]))
+                              for s in kept["shards"]}
+                start = kept_sizes.get(shard)
+            size = _verify_shard(conn, conn, shard, heads.get(shard), targets.get(shard, {}),
+                                 start)
             result.shards[shard] = size
             result.entries += size
         result.pending = _check_pending(conn)
+        result.rechecked_from = {s: (kept_sizes.get(s, (0,))[0] if since_kept else 0)
+                                 for s in shards} if shards else {}
     return result
 
 
@@ -105,18 +119,32 @@ def _snapshot(gw: Gateway):
             conn.exec_driver_sql("COMMIT")
 
 
-def _verify_shard(entries_conn, nodes_conn, shard: int, head, targets: dict) -> int:
+def _verify_shard(entries_conn, nodes_conn, shard: int, head, targets: dict,
+                  start: tuple[int, bytes] | None = None) -> int:
+    """Check shard ``shard`` from leaf 0, or — ``start`` = (size, root) of a kept checkpoint —
+    from that size on: the stored tree's state at that size must have the kept root, and only
+    the leaves and nodes added since are recomputed."""
+    expected = 0
     tree = merkle.Frontier()
+    if start is not None:
+        expected, kept_root = start
+        try:
+            tree = merkle.Frontier.from_nodes(expected, sequencer.TreeReader(nodes_conn, shard))
+        except LookupError as exc:
+            raise LogBroken("the kept checkpoint", f"shard {shard}: the log no longer holds "
+                                                   f"the tree of {expected} entries") from exc
+        if tree.root() != kept_root:
+            raise LogBroken("the kept checkpoint", f"shard {shard} at size {expected} has "
+                                                   f"another root: the log no longer extends it")
     nodes = iter(nodes_conn.execution_options(**STREAM).execute(
         select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash)
-        .where(log_nodes.c.shard == shard)
+        .where(log_nodes.c.shard == shard, log_nodes.c.span_end > expected)
         .order_by(log_nodes.c.span_end, log_nodes.c.level)))
     rows = entries_conn.execution_options(**STREAM).execute(
         select(audit_entries.c.id, audit_entries.c.leaf_index, audit_entries.c.entry,
                audit_entries.c.leaf_hash)
-        .where(audit_entries.c.shard == shard, audit_entries.c.leaf_index.is_not(None))
+        .where(audit_entries.c.shard == shard, audit_entries.c.leaf_index >= expected)
         .order_by(audit_entries.c.leaf_index))
-    expected = 0
     for entry_id, index, body, stored_hash in rows:
         if index != expected:
             raise LogBroken(f"shard {shard}, leaf {expected}", "missing, or the leaves reordered")
@@ -141,6 +169,8 @@ def _verify_shard(entries_conn, nodes_conn, shard: int, head, targets: dict) -> 
         raise LogBroken(f"tree node of shard {shard} at level {extra.level}, index {extra.idx}",
                         "covers leaves the log does not have")
     for size, (_root, label) in targets.items():
+        if start is not None and size < start[0]:
+            continue   # before the kept checkpoint: not rechecked in an incremental run
         if size > expected:
             raise LogBroken(label, f"shard {shard} had {size} entries; the log now has "
                                    f"{expected}: entries were removed")
