@@ -256,3 +256,18 @@ def test_parallel_guesses_cannot_pass_the_attempt_limit(gw):
             mock_iam_smart.verify(gw, dict(pending), "000000" if code != "000000" else "111111")
     with pytest.raises(mock_iam_smart.LoginError, match="expired"):
         mock_iam_smart.verify(gw, dict(pending), code)
+
+
+def test_me_is_paginated_newest_first(flow, monkeypatch):
+    import re
+
+    from gateway.consent import citizen_view
+    monkeypatch.setattr(citizen_view, "PAGE_SIZE", 2)
+    made = [flow.tokens()["consent_id"] for _ in range(3)]
+    first = flow.browser.get("/me").get_data(as_text=True)
+    second = flow.browser.get("/me?page=2").get_data(as_text=True)
+    shown = [re.findall(r'data-consent-id="([^"]+)"', page) for page in (first, second)]
+    assert len(shown[0]) == 2 and len(shown[1]) == 1
+    assert sorted(shown[0] + shown[1]) == sorted(made)
+    assert 'rel="next"' in first and 'rel="prev"' in second and 'rel="next"' not in second
+    assert flow.browser.get("/me?page=zz").status_code == 200     # a bad page is the first

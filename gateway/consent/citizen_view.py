@@ -44,10 +44,14 @@ def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
             "purpose_text": purpose_text(requester["policy"], consent["purpose"], lang)}
 
 
-def overview(gw, subject_id: str, lang: str) -> list[dict]:
-    """The citizen's consents with their access logs, in three queries however many there
-    are: the consents, their reads, the log's tree sizes (each read links to its inclusion
-    proof in the tree as it stands)."""
+PAGE_SIZE = 20
+
+
+def overview(gw, subject_id: str, lang: str, page: int = 1) -> tuple[list[dict], bool]:
+    """One page of the citizen's consents (newest first) with their access logs, in three
+    queries however many there are: the consents, their reads, the log's tree sizes (each read
+    links to its inclusion proof in the tree as it stands). Answers the page and whether
+    another follows."""
     now = gw.clock.now()
     out = []
     with gw.db.connect() as conn:
@@ -55,7 +59,10 @@ def overview(gw, subject_id: str, lang: str) -> list[dict]:
                                    requesters.c.policy)
                             .join(requesters, requesters.c.client_id == consents.c.client_id)
                             .where(consents.c.subject_id == subject_id)
-                            .order_by(consents.c.created_at.desc())).mappings().all()
+                            .order_by(consents.c.created_at.desc(), consents.c.consent_id)
+                            .limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
+                            ).mappings().all()
+        more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
         released = entries.released_for(conn, [r["consent_id"] for r in rows])
         sizes = dict(conn.execute(select(log_heads.c.shard, log_heads.c.tree_size)).all())
         for row in rows:
@@ -71,7 +78,7 @@ def overview(gw, subject_id: str, lang: str) -> list[dict]:
                            "route": e["route"], "proof": _proof_link(e, sizes)}
                           for e in reads],
             })
-    return out
+    return out, more
 
 
 def _proof_link(entry: dict, sizes: dict) -> str | None:

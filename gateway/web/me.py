@@ -1,10 +1,11 @@
 """/me: the citizen's consents, who read what, and Revoke."""
 from __future__ import annotations
 
-from flask import redirect, session, url_for
+import re
+
+from flask import redirect, request, session, url_for
 
 from gateway import runtime
-
 from gateway.consent import citizen_view
 
 from .i18n import translator
@@ -18,8 +19,10 @@ def me():
     notice = None
     if session.pop("revoked", None):
         notice = translator(lang())[0]("me.revoked_notice")
-    return render("me.html", consents=citizen_view.overview(runtime.current(), signed_in(), lang()),
-                  notice=notice)
+    raw = request.args.get("page", "1")
+    page = int(raw) if re.fullmatch(r"[1-9][0-9]{0,5}", raw, re.ASCII) else 1
+    consents, more = citizen_view.overview(runtime.current(), signed_in(), lang(), page=page)
+    return render("me.html", consents=consents, notice=notice, page=page, more=more)
 
 
 @bp.post("/me/consents/<consent_id>/revoke")
