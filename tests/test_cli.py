@@ -332,3 +332,17 @@ def test_commands_on_a_postgresql_database_without_its_schema_say_so_in_one_line
     monkeypatch.setenv("CDEG_DATABASE_URL", pg_schema)     # `cdeg db upgrade` never ran
     line = refused("audit", "verify")
     assert line.startswith("cdeg: database:") and "SELECT" not in line
+
+
+def test_audit_verify_holds_a_checkpoint_served_under_another_issuer(env, monkeypatch):
+    """`cdeg serve --port P` signs checkpoints as http://127.0.0.1:P; the operator's
+    `cdeg audit verify` later runs with its own default issuer — and still checks them."""
+    from gateway import create_app
+    from gateway.config import Config
+    from tests.flow import Flow
+    run("seed", "--demo")
+    app = create_app(Config.from_env(issuer="http://127.0.0.1:8777"))
+    Flow(app).tokens()
+    assert app.test_client().get("/log/v1/checkpoint").status_code == 200
+    monkeypatch.delenv("CDEG_ISSUER")
+    assert "the latest checkpoint (iat" in run("audit", "verify")
