@@ -21,8 +21,10 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.audit import entries, sequencer
 from gateway.errors import Contention
+from gateway.exchange.release import GrantCache
 from gateway.exchange.router import Router
 from gateway.store import db
+from gateway.store.prepared import Prepared
 from gateway.store.redis import RedisStore
 from gateway.tokens.access import AccessTokenVerifier
 from gateway.tokens.keyring import Keyring
@@ -63,6 +65,8 @@ class Gateway:
     pairwise_secret: bytes          # keys the pairwise subjects requesters see
     db: Engine                      # write transactions (``transaction``, ``in_transaction``)
     reads: Engine                   # the same pool in autocommit: single-statement reads
+    prepared: Prepared | None       # PostgreSQL: the data path's statements on that pool
+    grants: GrantCache | None       # PostgreSQL: grants read for recent tokens (release.py)
     redis: RedisStore
     keyring: Keyring
     access_tokens: AccessTokenVerifier
@@ -84,6 +88,8 @@ class Gateway:
         # the audit log's writers read the number of shards from the engine they write through
         self.db = engine.execution_options(**{entries.SHARDS_OPTION: config.log_shards})
         self.reads = db.reader(self.db)
+        self.prepared = Prepared(self.db) if self.db.dialect.name == "postgresql" else None
+        self.grants = GrantCache(self.clock) if self.prepared is not None else None
         self.redis = RedisStore(config.redis_url, config.redis_prefix)
         self.keyring = Keyring(Path(config.instance_dir) / "keys", self.clock,
                                publish_after_retirement=config.retired_key_published)
@@ -124,11 +130,13 @@ class Gateway:
                 with conn.begin():
                     yield conn
             except BaseException:
-                outbox.asked(conn)
-                entries.appended(conn)
+                if not conn.invalidated:    # a lost connection's info went with it: asking
+                    outbox.asked(conn)      # would reconnect (to a database that may be down)
+                    entries.appended(conn)  # and raise that instead of the 503 at hand
                 raise
             finally:
-                conn.info.pop(outbox.OPEN, None)
+                if not conn.invalidated:
+                    conn.info.pop(outbox.OPEN, None)
             committed_work = outbox.asked(conn)
             logged = entries.appended(conn)
         if logged:
@@ -141,13 +149,20 @@ class Gateway:
         a short random pause) when it lost a race to a concurrent transaction — a deadlock or a
         serialization failure on PostgreSQL, after which nothing of it was written. With
         ``engine=self.reads`` each statement of ``work`` commits on its own (autocommit)."""
+        def once():
+            if engine is not None:
+                with engine.connect() as conn:
+                    return work(conn)
+            with self.transaction() as conn:
+                return work(conn)
+        return self.retried(once, attempts=attempts)
+
+    @staticmethod
+    def retried(once, *, attempts: int = 4):
+        """``once()``, run again when it lost a race (``Contention``: nothing was written)."""
         for attempt in range(1, attempts + 1):
             try:
-                if engine is not None:
-                    with engine.connect() as conn:
-                        return work(conn)
-                with self.transaction() as conn:
-                    return work(conn)
+                return once()
             except Contention:
                 if attempt == attempts:
                     raise

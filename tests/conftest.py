@@ -384,3 +384,17 @@ def flow(app):
 @pytest.fixture
 def embedded_flow(embedded_app):
     return Flow(embedded_app)
+
+
+@pytest.fixture
+def services_app(tmp_path, request, clock):
+    """PostgreSQL and Redis only: for what exists on that backend alone (prepared statements,
+    the grant cache)."""
+    application = build_app(make_config(tmp_path, "services", request), clock)
+    yield application
+    application.extensions["cdeg"].close()
+
+
+@pytest.fixture
+def pg_flow(services_app):
+    return Flow(services_app)

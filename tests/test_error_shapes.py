@@ -103,7 +103,7 @@ def test_a_pool_with_no_connection_free_in_time_is_503(flow, monkeypatch):
     def exhausted(*args, **kwargs):
         raise PoolTimeout("QueuePool limit reached")
 
-    monkeypatch.setattr(flow.gw.reads, "connect", exhausted)
+    monkeypatch.setattr(flow.gw.db.pool, "connect", exhausted)   # every checkout, all paths
     resp = flow.data(tokens["access_token"])
     assert resp.status_code == 503 and resp.mimetype == "application/problem+json"
 

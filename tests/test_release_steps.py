@@ -7,11 +7,14 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
+from gateway.audit import sequencer
+from gateway.clock import Clock
 from gateway.errors import InvalidToken, KeyReused, OutsideConsent
 from gateway.exchange import release
 from gateway.store.db import audit_entries
 
 from .flow import ONCE_DETAIL
+from .statements import statements_sent
 
 NOW = 1_800_000_000
 POLICY = {"purposes": {"ekyc-account-opening": {
@@ -132,3 +135,56 @@ def test_a_consent_revoked_after_decide_releases_nothing_at_record(flow):
         release.record(gw, grant, items, route="cdi", key="after-revoke")
     assert _released(gw, grant.consent_id) == 0
     assert not release.already_recorded(gw, grant, "after-revoke")
+
+
+# -- the grant cache (PostgreSQL): a repeat call skips the read, never the checks -------------
+
+def _sources_asked(gw, monkeypatch) -> list[str]:
+    asked: list[str] = []
+    fetch = gw.router.fetch
+
+    def counted(hkid, items):
+        asked.append(",".join(items))
+        return fetch(hkid, items)
+    monkeypatch.setattr(gw.router, "fetch", counted)
+    return asked
+
+
+def test_a_repeat_call_with_the_same_token_skips_the_read_but_not_the_write(pg_flow, monkeypatch):
+    tokens = pg_flow.tokens()
+    monkeypatch.setattr(sequencer, "after_commit", lambda gw: None)   # the call's own statements
+    with statements_sent(pg_flow.gw, monkeypatch) as first:
+        assert pg_flow.data(tokens["access_token"]).status_code == 200
+    with statements_sent(pg_flow.gw, monkeypatch) as repeat:
+        assert pg_flow.data(tokens["access_token"]).status_code == 200
+    assert any(s.startswith("select") and "from tokens join consents" in s for s in first)
+    assert len(repeat) == 1 and "insert into audit_entries" in repeat[0] \
+        and "revoked_at is null" in repeat[0] and "md5(policy::text)" in repeat[0]
+    assert _released(pg_flow.gw, tokens["consent_id"]) == 2
+
+
+def test_a_cached_grant_of_a_revoked_consent_releases_nothing_and_says_why(pg_flow, monkeypatch):
+    tokens = pg_flow.tokens()
+    assert pg_flow.data(tokens["access_token"]).status_code == 200   # the grant is cached
+    pg_flow.revoke_as_citizen(tokens["consent_id"])
+    asked = _sources_asked(pg_flow.gw, monkeypatch)
+    for _ in range(2):
+        refused = pg_flow.data(tokens["access_token"])
+        assert refused.status_code == 401
+        assert "revoked" in refused.get_json()["detail"]
+    assert _released(pg_flow.gw, tokens["consent_id"]) == 1
+    # the stale grant cost one lookup whose answer was dropped; the next call, none
+    assert len(asked) == 1
+
+
+def test_the_grant_cache_forgets_a_grant_when_its_token_expires_and_stays_bounded():
+    clock = Clock()
+    now = clock.now()
+    cache = release.GrantCache(clock, size=8)
+    cache.keep({"jti": "t0", "exp": now + 60}, GRANT)
+    assert cache.get({"jti": "t0"}) is GRANT
+    clock.advance(60)
+    assert cache.get({"jti": "t0"}) is None
+    for i in range(20):
+        cache.keep({"jti": f"t{i}", "exp": now + 600}, GRANT)
+    assert len(cache._grants) <= 8 and cache.get({"jti": "t19"}) is GRANT

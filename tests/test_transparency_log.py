@@ -8,7 +8,7 @@ import json
 import threading
 
 import pytest
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, func, select, update
 
 from gateway.audit import checkpoints, merkle, sequencer
 from gateway.audit.entries import leaf_hash
@@ -17,6 +17,7 @@ from gateway.store.db import audit_entries, log_checkpoints, log_heads, log_node
 
 from .conftest import build_app, make_config
 from .flow import Flow
+from .statements import statements_sent
 
 
 def _events(gw) -> list[str]:
@@ -60,16 +61,8 @@ def test_story_is_written_to_the_log_in_order_and_verifies(logged):
 def test_a_writer_inserts_its_entry_and_updates_no_row_every_writer_shares(flow, monkeypatch):
     tokens = flow.tokens()
     monkeypatch.setattr(sequencer, "after_commit", lambda gw: None)   # the writer alone
-    seen: list[str] = []
-
-    def statement(conn, cursor, text, *args):
-        seen.append(" ".join(text.split()).lower())
-
-    event.listen(flow.gw.db.engine, "before_cursor_execute", statement)
-    try:
+    with statements_sent(flow.gw, monkeypatch) as seen:
         assert flow.data(tokens["access_token"]).status_code == 200
-    finally:
-        event.remove(flow.gw.db.engine, "before_cursor_execute", statement)
     writes = [s for s in seen if s.startswith(("insert", "update", "with"))]
     assert any("insert into audit_entries" in s for s in writes)
     assert not any("log_heads" in s or "log_nodes" in s or "audit_head" in s for s in seen)
@@ -301,6 +294,8 @@ def test_one_statement_release_writes_nothing_for_a_revoked_consent(tmp_path, re
     import jwt as pyjwt
 
     from gateway.audit.entries import release_sql
+    from gateway.exchange.release import POLICY_DIGEST
+    from gateway.store.db import requesters
     app = build_app(make_config(tmp_path, "services", request), clock)
     flow = Flow(app)
     try:
@@ -309,11 +304,13 @@ def test_one_statement_release_writes_nothing_for_a_revoked_consent(tmp_path, re
         fields = dict(client_id=flow.client_id, subject="s", consent_id=tokens["consent_id"],
                       items=["identity.hkid"], route="api")
         with flow.gw.reads.connect() as conn:
-            assert release_sql(conn, clock.now(), jti, citizen="x", **fields) is not None
+            digest = conn.execute(select(POLICY_DIGEST).where(
+                requesters.c.client_id == flow.client_id)).scalar()
+            assert release_sql(conn, clock.now(), jti, digest, citizen="x", **fields) is not None
         flow.revoke_as_citizen(tokens["consent_id"])
         before = _events(flow.gw)
         with flow.gw.reads.connect() as conn:
-            assert release_sql(conn, clock.now(), jti, citizen="x", **fields) is None
+            assert release_sql(conn, clock.now(), jti, digest, citizen="x", **fields) is None
         assert _events(flow.gw) == before
     finally:
         flow.gw.close()
@@ -341,25 +338,17 @@ def test_each_read_on_me_links_to_its_inclusion_proof_which_verifies(flow):
                                    _b64(tree["root_hash"]))
 
 
-def test_me_reads_a_fixed_number_of_queries_however_many_consents(flow):
+def test_me_reads_a_fixed_number_of_queries_however_many_consents(flow, monkeypatch):
     for _ in range(3):
         flow.tokens()
-    counted: list[str] = []
-
-    def statement(conn, cursor, text, *args):
-        counted.append(text)
-
     flow.browser.get("/me")   # warm: the session and its language
-    event.listen(flow.gw.db.engine, "before_cursor_execute", statement)
-    try:
+    with statements_sent(flow.gw, monkeypatch) as counted:
         few = flow.browser.get("/me")
         three = len(counted)
         for _ in range(4):
             flow.tokens()
         counted.clear()
         many = flow.browser.get("/me")
-    finally:
-        event.remove(flow.gw.db.engine, "before_cursor_execute", statement)
     assert few.status_code == many.status_code == 200
     assert len(counted) == three
 

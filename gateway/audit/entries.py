@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from gateway.clock import rfc3339
 from gateway.consent.liveness import LIVE_SQL
 from gateway.store.db import audit_entries
+from gateway.store.prepared import Prepared, compiled
 
 BODY_FIELDS = ("at", "event", "client_id", "subject", "consent_id", "items", "route", "outcome")
 APPENDED = "cdeg_log_appended"    # in a connection's info: this transaction wrote entries
@@ -52,20 +53,23 @@ def shard_of(key: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shards
 
 
-def _row(conn: Connection, now: int, event: str, citizen: str | None, fields: dict) -> dict:
+def _row(shards: int, now: int, event: str, citizen: str | None, fields: dict) -> dict:
     entry = new_entry(now, event, **fields)
     body = body_of(entry)
-    shards = conn.get_execution_options().get(SHARDS_OPTION, 1)
     return {"shard": shard_of(citizen or fields.get("consent_id") or "", shards),
             "consent_id": fields.get("consent_id"), "event": event, "entry": body,
             "leaf_hash": leaf_hash(body)}
+
+
+def _shards(conn: Connection) -> int:
+    return conn.get_execution_options().get(SHARDS_OPTION, 1)
 
 
 def append(conn: Connection, now: int, event: str, *, citizen: str | None = None,
            **fields) -> None:
     """Insert one entry inside the caller's transaction. ``citizen``: the internal subject id,
     which picks the shard (the consent id does while there is none)."""
-    conn.execute(audit_entries.insert(), _row(conn, now, event, citizen, fields))
+    conn.execute(audit_entries.insert(), _row(_shards(conn), now, event, citizen, fields))
     conn.info[APPENDED] = True
 
 
@@ -76,14 +80,17 @@ def appended(conn: Connection) -> bool:
 
 # PostgreSQL, a data release in one statement run in autocommit: re-check the consent and its
 # token (the token row locked before the consent row, the ledger's lock order, so a concurrent
-# revocation waits or is seen), then insert the entry. Nothing is written unless the consent is
-# still live.
+# revocation waits or is seen) and that the requester's policy is still the one the release was
+# decided under (its digest as read), then insert the entry. Nothing is written unless the
+# consent is still live and the policy unchanged.
 RELEASE_SQL = text("""
 WITH live AS (
     UPDATE consents SET status = status
     WHERE consent_id = :consent_id AND """ + LIVE_SQL + """
       AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL
                   FOR NO KEY UPDATE)
+      AND EXISTS (SELECT 1 FROM requesters WHERE client_id = :client_id
+                  AND md5(policy::text) = :policy_digest)
     RETURNING consent_id
 )
 INSERT INTO audit_entries (shard, consent_id, event, entry, leaf_hash)
@@ -92,11 +99,26 @@ RETURNING id
 """)
 
 
-def release_sql(conn: Connection, now: int, jti: str, *, citizen: str, **fields) -> int | None:
+def release_sql(conn: Connection, now: int, jti: str, policy_digest: str, *, citizen: str,
+                **fields) -> int | None:
     """PostgreSQL: the release's whole write in one round trip; None when the consent or the
-    token is no longer live (nothing was written)."""
-    row = _row(conn, now, "data.released", citizen, fields)
-    return conn.execute(RELEASE_SQL, dict(row, now=now, jti=jti)).scalar()
+    token is no longer live or the policy changed (nothing was written)."""
+    row = _row(_shards(conn), now, "data.released", citizen, fields)
+    return conn.execute(RELEASE_SQL, dict(row, now=now, jti=jti, client_id=fields["client_id"],
+                                          policy_digest=policy_digest)).scalar()
+
+
+_RELEASE_PREPARED = compiled(RELEASE_SQL)
+
+
+def release_prepared(prepared: Prepared, shards: int, now: int, jti: str, policy_digest: str, *,
+                     citizen: str, **fields) -> int | None:
+    """``release_sql`` as a statement prepared on psycopg (the data path's hot write)."""
+    row = _row(shards, now, "data.released", citizen, fields)
+    found = prepared.one(_RELEASE_PREPARED, dict(row, now=now, jti=jti,
+                                                 client_id=fields["client_id"],
+                                                 policy_digest=policy_digest))
+    return None if found is None else found[0]
 
 
 def released_for(conn: Connection, consent_ids: list[str]) -> dict[str, list[dict]]:

@@ -15,9 +15,9 @@ against a concurrent revocation: a consent revoked while its data was fetched re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Text, bindparam, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.audit import entries, sequencer
@@ -26,6 +26,7 @@ from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import Status
 from gateway.errors import BadRequest, InvalidToken, KeyReused, OutsideConsent
 from gateway.store.db import citizens, consents, release_keys, requesters, tokens
+from gateway.store.prepared import compiled
 from gateway.tokens.access import VerifiedClaims
 from policies.engine import PolicyError, allowed_items, check_consent
 
@@ -62,10 +63,12 @@ class Grant:
     expires_at: int | None
     decided_at: int | None
     policy: Mapping | None
+    policy_digest: str | None = None    # PostgreSQL: md5 of the policy's stored text, as read
 
     def consent(self) -> dict:
-        """The consent's columns, as the ledger and the liveness rule read them."""
-        row = asdict(self)
+        """The consent's columns, as the ledger and the liveness rule read them (a shallow
+        copy: the policy is not the consent's and is not copied)."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
         row["data_items"] = list(self.data_items)
         return row
 
@@ -82,11 +85,58 @@ _LIVE = (select(consents.c.consent_id, consents.c.client_id, consents.c.subject_
          .where(tokens.c.token_id == bindparam("jti"), tokens.c.kind == "access"))
 
 
+# PostgreSQL reads the policy's digest too: the release's write re-checks it, so a grant read
+# before a policy change (or kept in the cache below) releases nothing under the old policy.
+POLICY_DIGEST = func.md5(cast(requesters.c.policy, Text))
+_LIVE_PREPARED = compiled(_LIVE.add_columns(POLICY_DIGEST.label("policy_digest")))
+_LIVE_COLUMNS = (*_LIVE.selected_columns.keys(), "policy_digest")
+
+
+def _live_row(gw, jti: str) -> Mapping | None:
+    if gw.prepared is not None:
+        found = gw.prepared.one(_LIVE_PREPARED, {"jti": jti})
+        return None if found is None else dict(zip(_LIVE_COLUMNS, found))
+    with gw.reads.connect() as conn:
+        return conn.execute(_LIVE, {"jti": jti}).mappings().first()
+
+
+class GrantCache:
+    """Grants read for recent tokens, by token id, each until its token's ``exp``, in one
+    process; bounded. A cached grant spares the next call with that token its read, never its
+    checks: ``record`` re-checks the consent, the token and the policy's digest inside the
+    release's write, and a call whose cached grant turns out stale is decided again from a
+    fresh read (``release``). Only the consent's fixed columns and the citizen's HKID are used
+    from it — no status is trusted. PostgreSQL only (``Gateway.grants``)."""
+
+    def __init__(self, clock, size: int = 4096):
+        self.clock, self.size = clock, size
+        self._grants: dict[str, tuple[int, Grant]] = {}
+
+    def get(self, claims: VerifiedClaims) -> Grant | None:
+        found = self._grants.get(claims["jti"])
+        if found is None:
+            return None
+        if found[0] <= self.clock.now():
+            self._grants.pop(claims["jti"], None)
+            return None
+        return found[1]
+
+    def keep(self, claims: VerifiedClaims, grant: Grant) -> None:
+        if len(self._grants) >= self.size:
+            now = self.clock.now()
+            for jti in [j for j, (exp, _) in self._grants.items() if exp <= now] or \
+                    list(self._grants)[: self.size // 4]:
+                self._grants.pop(jti, None)
+        self._grants[claims["jti"]] = (claims["exp"], grant)
+
+    def forget(self, claims: VerifiedClaims) -> None:
+        self._grants.pop(claims["jti"], None)
+
+
 def live_grant(gw, claims: VerifiedClaims) -> Grant:
     """The grant behind a verified access token (one statement); refused when the token was
     revoked or does not match its row. Whether the consent is still live is ``decide``'s."""
-    with gw.reads.connect() as conn:
-        row = conn.execute(_LIVE, {"jti": claims["jti"]}).mappings().first()
+    row = _live_row(gw, claims["jti"])
     if row is None or row["token_revoked_at"] is not None:
         raise InvalidToken("the access token was revoked")
     if row["consent_id"] != claims["consent_id"] or row["client_id"] != claims["client_id"] \
@@ -99,7 +149,7 @@ def live_grant(gw, claims: VerifiedClaims) -> Grant:
                  hkid=row["hkid"], status=row["status"], purpose=row["purpose"],
                  data_items=tuple(row["data_items"]), access=row["access"],
                  expires_at=row["expires_at"], decided_at=row["decided_at"],
-                 policy=row["policy"])
+                 policy=row["policy"], policy_digest=row.get("policy_digest"))
 
 
 def decide(grant: Grant, asked: list[str] | None, now: int) -> list[str]:
@@ -176,11 +226,11 @@ def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = 
     now = gw.clock.now()
     audit = dict(client_id=grant.client_id, subject=grant.subject,
                  consent_id=grant.consent_id, items=list(items), route=route)
-    if key is None and grant.access == "ongoing" and gw.db.dialect.name == "postgresql":
+    if key is None and grant.access == "ongoing" and gw.prepared is not None:
         # autocommit: the one statement is its own transaction
-        recorded = gw.in_transaction(
-            lambda conn: entries.release_sql(conn, now, grant.token_id, citizen=grant.subject_id,
-                                             **audit), engine=gw.reads)
+        recorded = gw.retried(lambda: entries.release_prepared(
+            gw.prepared, gw.config.log_shards, now, grant.token_id, grant.policy_digest,
+            citizen=grant.subject_id, **audit))
         if recorded is None:
             raise InvalidToken(_ENDED)
         sequencer.after_commit(gw)
@@ -213,8 +263,24 @@ def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = 
 
 
 def release(gw, claims: VerifiedClaims, asked: list[str] | None, route: str = "api") -> dict:
-    """The data API's release: the four steps, answered as the API's body."""
+    """The data API's release: the four steps, answered as the API's body. With a grant cached
+    for this token the read is skipped; if the write then finds the consent, the token or the
+    policy changed, the call is decided again from a fresh read, so its answer (data, or the
+    refusal and its reason) is the one a fresh read gives."""
+    cached = gw.grants.get(claims) if gw.grants is not None else None
+    if cached is not None:
+        try:
+            return _release(gw, cached, asked, route)
+        except (InvalidToken, OutsideConsent):
+            gw.grants.forget(claims)
     grant = live_grant(gw, claims)
+    body = _release(gw, grant, asked, route)
+    if gw.grants is not None and grant.access == "ongoing":
+        gw.grants.keep(claims, grant)
+    return body
+
+
+def _release(gw, grant: Grant, asked: list[str] | None, route: str) -> dict:
     values = gw.router.fetch(grant.hkid, decide(grant, asked, gw.clock.now()))
     record(gw, grant, list(values), route=route)
     return {"consent_id": grant.consent_id, "subject": grant.subject, "items": values}

@@ -176,12 +176,6 @@ GENESIS_HASH = "0" * 64
 CONTENTION_SQLSTATES = frozenset({"40P01", "40001"})
 
 
-def is_contention(exc: BaseException) -> bool:
-    """True when ``exc`` is a transaction that lost a race (not a database that is down)."""
-    orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) in CONTENTION_SQLSTATES
-
-
 # SQLSTATEs of a database that is not answering or cannot take the statement now: connection
 # exception, operator intervention (shutdown, statement timeout), insufficient resources, a
 # lock not obtained in time, a read-only standby after a failover. SQLite's, named in words.
@@ -190,38 +184,47 @@ _SQLITE_DOWN = ("database is locked", "database table is locked", "unable to ope
                 "disk i/o error", "database or disk is full", "readonly database")
 
 
-def _driver_words(exc: BaseException) -> str:
+def _first_line(orig: BaseException | None, fallback: str) -> str:
     """The driver's first line (never the SQL or its parameters)."""
-    orig = getattr(exc, "orig", None)
     words = str(orig).strip().splitlines() if orig is not None else []
-    return words[0] if words else type(exc).__name__
+    return words[0] if words else fallback
 
 
-def _is_down(context) -> bool:
-    exc = context.sqlalchemy_exception
-    if context.is_disconnect or context.connection is None:
+def _is_down(orig: BaseException | None, words: str, disconnect: bool) -> bool:
+    if disconnect:
         return True
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    sqlstate = getattr(orig, "sqlstate", None) or ""
     return sqlstate.startswith(_DOWN_SQLSTATES) or \
-        any(words in _driver_words(exc).lower() for words in _SQLITE_DOWN)
+        any(phrase in words.lower() for phrase in _SQLITE_DOWN)
+
+
+def translate(orig: BaseException | None, *, disconnect: bool, fallback: str = "error"):
+    """The gateway's error for a driver's (None: not the gateway's to map): a lost race is
+    ``Contention`` (run again by ``Gateway.in_transaction``), a database that does not answer or
+    refuses a connection ``DatabaseUnavailable`` (503). Shared by the engine's hook and the
+    prepared statements of ``store/prepared.py``, which reach psycopg without SQLAlchemy."""
+    words = _first_line(orig, fallback)
+    if getattr(orig, "sqlstate", None) in CONTENTION_SQLSTATES:
+        mapped = Contention()
+    elif _is_down(orig, words, disconnect):
+        mapped = DatabaseUnavailable()
+    else:
+        return None
+    mapped.operator_detail = f"database: {words}"   # not for response bodies
+    return mapped
 
 
 def _map_errors(engine: Engine) -> None:
-    """SQLAlchemy's errors become the gateway's where they arise, once: a lost race is
-    ``Contention`` (run again by ``Gateway.in_transaction``), a database that does not answer
-    or refuses a connection ``DatabaseUnavailable`` (503). Anything else — an integrity error a
-    caller expects, a missing table a migration looks for, a bug — is left as it is."""
+    """SQLAlchemy's errors become the gateway's where they arise, once. Anything ``translate``
+    leaves — an integrity error a caller expects, a missing table a migration looks for, a
+    bug — stays as it is."""
     @event.listens_for(engine, "handle_error", retval=True)
     def _translate(context):
         exc = context.sqlalchemy_exception
-        if is_contention(exc):
-            mapped = Contention()
-        elif _is_down(context):
-            mapped = DatabaseUnavailable()
-        else:
-            return None
-        mapped.operator_detail = f"database: {_driver_words(exc)}"   # not for response bodies
-        mapped.__cause__ = exc
+        mapped = translate(getattr(exc, "orig", None), fallback=type(exc).__name__,
+                           disconnect=context.is_disconnect or context.connection is None)
+        if mapped is not None:
+            mapped.__cause__ = exc
         return mapped
 
 
