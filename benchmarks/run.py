@@ -1,5 +1,5 @@
 """CDEG benchmark: the gateway against a bare Flask hello, side by side, under the same
-gunicorn settings (``-w 2``, sync workers) and the same load (wrk, 16 connections).
+gunicorn settings (``-w 2`` sync workers unless ``--workers``) and the same load (wrk, 16 connections).
 
     python benchmarks/run.py [--duration 10] [--pairs 3] [--quick] [--profile]
 
@@ -42,7 +42,11 @@ class Settings:
     connections: int = 16
     wrk_threads: int = 2
     exchange_workers: int = 16
-    gunicorn: str = "gunicorn -w 2 (sync workers)"
+    workers: int = 2                   # gunicorn sync workers, the same for hello and gateway
+
+    @property
+    def gunicorn(self) -> str:
+        return f"gunicorn -w {self.workers} (sync workers)"
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -57,12 +61,15 @@ def parse_args(argv: list[str] | None) -> Settings:
                         help="access tokens (distinct consents) wrk rotates among")
     parser.add_argument("--exchange-batch", type=int, default=200,
                         help="authorization codes exchanged per timed batch")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="gunicorn sync workers, for hello and the gateway alike")
     args = parser.parse_args(argv)
     if args.quick:
         return Settings(duration=3.0, pairs=2, tokens=4, exchange_batch=60, warmup=1.0,
-                        profile=args.profile)
+                        profile=args.profile, workers=args.workers)
     return Settings(duration=args.duration, pairs=args.pairs, tokens=args.tokens,
-                    exchange_batch=args.exchange_batch, warmup=2.0, profile=args.profile)
+                    exchange_batch=args.exchange_batch, warmup=2.0, profile=args.profile,
+                    workers=args.workers)
 
 
 def say(text: str) -> None:
@@ -94,7 +101,8 @@ class Bench:
     def gateway(self, label: str, departments_url: str | None = None) -> servers.Gunicorn:
         return servers.Gunicorn(f"gateway ({label})", "gateway.wsgi:app", self.gateway_port,
                                 self.scratch / f"gateway-{label.replace(' ', '-')}.log",
-                                env=self.gateway_env(departments_url))
+                                env=self.gateway_env(departments_url),
+                                workers=self.settings.workers)
 
     def wrk(self, target: str, url: str, duration: float | None = None) -> load.Run:
         return load.wrk(target, url, self.tokens_file, connections=self.settings.connections,
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stem = report.result_stem()
     result = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": report.git_state(),
-              "machine_before": report.machine(), "settings": asdict(settings),
+              "machine_before": report.machine(), "settings": {**asdict(settings), "gunicorn": settings.gunicorn},
               "data_api": {}, "token_exchange": {}, "profiles": {}, "server_log_problems": {}}
     with ExitStack() as stack:
         scratch = stack.enter_context(servers.scratch_dir())
@@ -250,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                                   instance_dir=scratch / "instance", port=gateway_port)
         say("\n".join(servers.prepare_instance(env)))
         hello = stack.enter_context(servers.serving(servers.Gunicorn(
-            "hello", "benchmarks.hello_app:app", servers.free_port(), scratch / "hello.log"), "/"))
+            "hello", "benchmarks.hello_app:app", servers.free_port(), scratch / "hello.log",
+            workers=settings.workers), "/"))
         tokens_file = scratch / "tokens.txt"
         tokens_file.write_text("placeholder\n")
         bench = Bench(settings, scratch, database_url, prefix, gateway_port, hello, tokens_file,

@@ -79,19 +79,22 @@ def appended(conn: Connection) -> bool:
 
 
 # PostgreSQL, a data release in one statement run in autocommit: re-check the consent and its
-# token (the token row locked before the consent row, the ledger's lock order, so a concurrent
-# revocation waits or is seen) and that the requester's policy is still the one the release was
-# decided under (its digest as read), then insert the entry. Nothing is written unless the
-# consent is still live and the policy unchanged.
+# token and hold both rows with FOR SHARE until the entry commits (the token row first, the
+# ledger's lock order), and check the requester's policy is still the one the release was decided
+# under (its digest as read); then insert the entry. Nothing is written unless the consent is
+# still live and the policy unchanged. FOR SHARE, not a write: releases of one consent do not
+# queue behind one another's commit and leave no new row version behind, while a revocation's
+# UPDATE waits for them — or, committed first, is what they see (READ COMMITTED re-checks a
+# row updated meanwhile against the WHERE clause) and they release nothing.
 RELEASE_SQL = text("""
 WITH live AS (
-    UPDATE consents SET status = status
+    SELECT consent_id FROM consents
     WHERE consent_id = :consent_id AND """ + LIVE_SQL + """
       AND EXISTS (SELECT 1 FROM tokens WHERE token_id = :jti AND revoked_at IS NULL
-                  FOR NO KEY UPDATE)
+                  FOR SHARE)
       AND EXISTS (SELECT 1 FROM requesters WHERE client_id = :client_id
                   AND md5(policy::text) = :policy_digest)
-    RETURNING consent_id
+    FOR SHARE
 )
 INSERT INTO audit_entries (shard, consent_id, event, entry, leaf_hash)
 SELECT :shard, :consent_id, :event, :entry, :leaf_hash FROM live
