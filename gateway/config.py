@@ -34,6 +34,8 @@ class Config:
     client_rate_per_minute: int = 120_000     # data API calls per requester
     oauth_rate_per_minute: int = 6_000        # PAR, token, revoke, introspect calls per requester
     login_rate_per_minute: int = 20           # login attempts per address
+    client_rate_lease_max: int = 16           # data API calls one process may take from Redis at
+    client_rate_lease_ms: int = 50            # once, kept at most this long (rate_limits.py); 1: none
     connector_timeout: tuple[float, float] = (2.0, 5.0)
     # OAuth and tokens
     access_token_ttl: int = 600               # RFC 9068 tokens live at most 10 minutes (SPEC 3)
@@ -144,7 +146,7 @@ class Config:
                      "unmarked_wrong_codes", "unmarked_wrong_codes_a_day", "marked_wrong_codes",
                      "device_mark_ttl", "job_attempts", "job_stale_after", "job_timeout",
                      "job_relay_every", "sweep_every", "log_shards", "log_batch", "log_every",
-                     "checkpoint_every",
+                     "checkpoint_every", "client_rate_lease_max", "client_rate_lease_ms",
                      "client_rate_per_minute", "oauth_rate_per_minute", "login_rate_per_minute"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

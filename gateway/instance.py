@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
 
-from gateway import requester_registry
+from gateway import rate_limits, requester_registry
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.audit import entries, sequencer
@@ -68,6 +68,7 @@ class Gateway:
     prepared: Prepared | None       # PostgreSQL: the data path's statements on that pool
     grants: GrantCache | None       # PostgreSQL: grants read for recent tokens (release.py)
     redis: RedisStore
+    rate_leases: rate_limits.Leases  # this process's leases of the data API's rate limit
     keyring: Keyring
     access_tokens: AccessTokenVerifier
     departments: DepartmentsClient
@@ -91,6 +92,8 @@ class Gateway:
         self.prepared = Prepared(self.db) if self.db.dialect.name == "postgresql" else None
         self.grants = GrantCache(self.clock) if self.prepared is not None else None
         self.redis = RedisStore(config.redis_url, config.redis_prefix)
+        self.rate_leases = rate_limits.Leases(config.client_rate_lease_max,
+                                              config.client_rate_lease_ms)
         self.keyring = Keyring(Path(config.instance_dir) / "keys", self.clock,
                                publish_after_retirement=config.retired_key_published)
         self.access_tokens = AccessTokenVerifier(self.keyring, config.issuer, config.api_audience,

@@ -57,6 +57,20 @@ class RedisStore:
         except redis_lib.RedisError as exc:
             raise StoreUnavailable("redis did not answer") from exc
 
+    def take(self, kind: str, ident: str, units: int, window: int) -> tuple[int, int]:
+        """Count ``units`` requests at once in a fixed window, in one round trip: (the window's
+        count including them, milliseconds until the window ends)."""
+        key = self.key("rate", kind, ident)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.incrby(key, units)
+            pipe.expire(key, window, nx=True)
+            pipe.pttl(key)
+            count, _, left_ms = pipe.execute()
+        except redis_lib.RedisError as exc:
+            raise StoreUnavailable("redis did not answer") from exc
+        return count, max(0, left_ms)
+
     def take_units(self, keys: list[str], ttls: list[int]) -> list[int]:
         """One unit from each budget hash, in one MULTI: answer each budget's units kept
         (taken minus given back) including this one."""
