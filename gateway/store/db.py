@@ -19,6 +19,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
+
 from sqlalchemy import (JSON, BigInteger, Column, ForeignKey, Index, Integer, MetaData, String,
                         Table, Text, UniqueConstraint, create_engine, event, inspect, text)
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -193,6 +195,8 @@ def _first_line(orig: BaseException | None, fallback: str) -> str:
 def _is_down(orig: BaseException | None, words: str, disconnect: bool) -> bool:
     if disconnect:
         return True
+    if isinstance(orig, psycopg.OperationalError) and orig.sqlstate is None:
+        return True   # no answer at all: a refused (re)connect, a connection lost mid-way
     sqlstate = getattr(orig, "sqlstate", None) or ""
     return sqlstate.startswith(_DOWN_SQLSTATES) or \
         any(phrase in words.lower() for phrase in _SQLITE_DOWN)
