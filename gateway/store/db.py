@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-
 from sqlalchemy import (JSON, BigInteger, Column, ForeignKey, Index, Integer, MetaData, String,
                         Table, Text, UniqueConstraint, create_engine, event, inspect, text)
 from sqlalchemy.engine import Connection, Engine, make_url
