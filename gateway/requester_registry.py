@@ -224,7 +224,7 @@ def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dic
              demo: bool = False) -> None:
     """Validate everything, then insert or update. ``demo`` (the gateway is not
     CDEG_ENV=production) also admits http redirect URIs on a loopback host."""
-    if not _well_formed_client_id(client_id):
+    if not well_formed_client_id(client_id):
         raise RequesterError("client_id: letters, digits, '-', '_' and '.' only, at most 64")
     if not name or len(name) > 200:
         raise RequesterError("name: required, at most 200 characters")
@@ -251,13 +251,13 @@ def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dic
         conn.execute(requesters.insert().values(client_id=client_id, created_at=now, **values))
 
 
-def _well_formed_client_id(client_id) -> bool:
+def well_formed_client_id(client_id) -> bool:
     return isinstance(client_id, str) and 0 < len(client_id) <= 64 and \
         all(c.isascii() and (c.isalnum() or c in "-_.") for c in client_id)
 
 
 def get(conn: Connection, client_id) -> dict:
-    if not _well_formed_client_id(client_id):
+    if not well_formed_client_id(client_id):
         raise UnknownRequester("unknown client")
     row = conn.execute(select(requesters).where(requesters.c.client_id == client_id)).mappings().first()
     if row is None:

@@ -6,8 +6,13 @@ import time
 import jwt as pyjwt
 import pytest
 
+from sqlalchemy import select
+
+from gateway.store.db import authorization_codes
+
 from .forge import dangerous_headers, raw_signed
 from .flow import BANK_DETAIL, ONCE_DETAIL, TD, Flow, ledger_snapshot
+from .statements import statements_sent
 
 
 def test_access_token_is_an_rfc9068_jwt_bound_to_the_consent(flow):
@@ -286,3 +291,56 @@ def test_approving_after_the_policy_withdrew_the_purpose_issues_no_code(flow):
     answer = flow.decide(request_uri)
     assert answer.status_code == 303
     assert flow.query(answer)["error"] == "invalid_authorization_details"
+
+
+# -- PostgreSQL: the usual exchange in two statements; anything unusual, the transaction -------
+
+def _between_read_and_write(gw, monkeypatch, change):
+    """Run ``change()`` once, after the exchange's read and before its write."""
+    one, done = gw.prepared.one, []
+
+    def then(statement, given):
+        if "insert into tokens" in statement.sql.lower() and not done:
+            done.append(change())
+        return one(statement, given)
+    monkeypatch.setattr(gw.prepared, "one", then)
+    return done
+
+
+def test_a_code_exchange_on_postgresql_is_one_read_and_one_write(pg_flow, monkeypatch):
+    from gateway.audit import sequencer
+    code = pg_flow.approved_code()
+    monkeypatch.setattr(sequencer, "after_commit", lambda gw: None)   # the exchange's own
+    with statements_sent(pg_flow.gw, monkeypatch) as sent:
+        resp = pg_flow.token(code)
+    assert resp.status_code == 200, resp.get_json()
+    assert len(sent) == 2, sent
+    assert sent[0].startswith("select") and "from authorization_codes join consents" in sent[0]
+    assert "update authorization_codes" in sent[1] and "insert into tokens" in sent[1] \
+        and "insert into audit_entries" in sent[1]
+    assert pg_flow.data(resp.get_json()["access_token"]).status_code == 200
+    assert pg_flow.token(code).get_json()["error"] == "invalid_grant"   # and single use
+
+
+def test_a_consent_revoked_between_the_exchanges_read_and_write_gets_no_tokens(pg_flow,
+                                                                              monkeypatch):
+    code = pg_flow.approved_code()
+    with pg_flow.gw.db.connect() as conn:
+        consent_id = conn.execute(select(authorization_codes.c.consent_id)).scalar()
+    done = _between_read_and_write(pg_flow.gw, monkeypatch,
+                                   lambda: pg_flow.revoke_as_citizen(consent_id))
+    answer = pg_flow.token(code)
+    assert done and answer.status_code == 400
+    assert answer.get_json()["error"] == "invalid_grant"
+    assert "no longer active" in answer.get_json()["error_description"]
+    assert ledger_snapshot(pg_flow.gw)["tokens"] == 0
+
+
+def test_a_policy_narrowed_between_the_exchanges_read_and_write_is_applied(pg_flow, monkeypatch):
+    from .test_policy_narrowing import _narrow
+    code = pg_flow.approved_code()
+    done = _between_read_and_write(pg_flow.gw, monkeypatch, lambda: _narrow(
+        pg_flow, lambda purpose: purpose.update(access=["once"])))
+    answer = pg_flow.token(code)
+    assert done and answer.status_code == 400
+    assert "no longer allows ongoing access" in answer.get_json()["error_description"]

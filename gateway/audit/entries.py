@@ -53,6 +53,19 @@ def shard_of(key: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shards
 
 
+def row_for(shards: int, now: int, event: str, *, citizen: str | None, **fields) -> dict:
+    """An entry's column values (``shard``, ``consent_id``, ``event``, ``entry``, ``leaf_hash``),
+    for a statement that inserts it with ``INSERT_FROM``."""
+    return _row(shards, now, event, citizen, fields)
+
+
+# The insert of one entry whose values ``row_for`` gave, from a CTE that yields a row only when
+# the change it records was made: PostgreSQL's one-statement writes.
+INSERT_FROM = """INSERT INTO audit_entries (shard, consent_id, event, entry, leaf_hash)
+SELECT :shard, :consent_id, :event, :entry, :leaf_hash FROM {source}
+RETURNING id"""
+
+
 def _row(shards: int, now: int, event: str, citizen: str | None, fields: dict) -> dict:
     entry = new_entry(now, event, **fields)
     body = body_of(entry)
@@ -96,10 +109,7 @@ WITH live AS (
                   AND md5(policy::text) = :policy_digest)
     FOR SHARE
 )
-INSERT INTO audit_entries (shard, consent_id, event, entry, leaf_hash)
-SELECT :shard, :consent_id, :event, :entry, :leaf_hash FROM live
-RETURNING id
-""")
+""" + INSERT_FROM.format(source="live"))
 
 
 def release_sql(conn: Connection, now: int, jti: str, policy_digest: str, *, citizen: str,

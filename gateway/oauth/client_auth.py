@@ -22,6 +22,13 @@ ALGS = ["ES256", "PS256", "EdDSA"]
 
 def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
     """Answer the authenticated requester's row, or raise InvalidClient."""
+    return authenticate_with(gw, form, endpoint, lambda client_id: requester_registry.get(
+        conn, client_id))
+
+
+def authenticate_with(gw, form, endpoint: str, find) -> dict:
+    """``authenticate``, the requester's row given by ``find(client_id)`` (which raises
+    ``UnknownRequester``): a caller that read it together with something else."""
     if form.get("client_assertion_type") != ASSERTION_TYPE:
         raise InvalidClient("client_assertion_type must be jwt-bearer (private_key_jwt)")
     assertion = form.get("client_assertion")
@@ -33,8 +40,10 @@ def authenticate(gw, conn, form, endpoint: str = "/oauth/token") -> dict:
     client_id = unverified.get("iss")
     if form.get("client_id") is not None and form.get("client_id") != client_id:
         raise InvalidClient("client_id does not match the assertion's iss")
+    if not requester_registry.well_formed_client_id(client_id):
+        raise InvalidClient("unknown client")
     try:
-        requester = requester_registry.get(conn, client_id)
+        requester = find(client_id)
     except requester_registry.UnknownRequester as exc:
         raise InvalidClient("unknown client") from exc
     kid = header.get("kid")

@@ -9,20 +9,22 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from marshmallow import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
-from gateway import citizens
-from gateway.audit import entries
+from gateway import citizens, requester_registry
+from gateway.audit import entries, sequencer
 from gateway.consent import ledger, liveness
 from gateway.consent.lifecycle import ConsentError, Status
-from gateway.store.db import authorization_codes, pushed_requests
+from gateway.exchange.release import POLICY_DIGEST
+from gateway.store.db import authorization_codes, consents, pushed_requests, requesters
+from gateway.store.prepared import compiled
 from gateway.tokens import access
 from gateway.tokens import token_rows
 from policies.engine import PolicyError, check_consent, check_request, max_duration_seconds
 from schemas.authorization import PushedRequestSchema, parse_authorization_details
 from schemas.duration import seconds
 
-from . import pkce
+from . import client_auth, pkce
 from .errors import (InvalidAuthorizationDetails, InvalidGrant, InvalidRequest,
                      InvalidRequestURI, UnsupportedResponseType)
 
@@ -143,7 +145,16 @@ def decide(gw, conn, pushed: dict, citizen: dict, approve: bool) -> str:
 
 # -- token endpoint -------------------------------------------------------------------------
 
-def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | None) -> dict:
+@dataclass(frozen=True)
+class Issue:
+    """A token response decided and signed, not yet written: its body, its token rows, and the
+    ``token.issued`` entry's fields."""
+    body: dict
+    rows: list[dict]
+    audit: dict
+
+
+def _tokens_for(gw, requester: dict, consent: dict, code_hash: str | None) -> Issue:
     now = gw.clock.now()
     subject = citizens.pairwise_subject(gw.pairwise_secret, consent["subject_id"],
                                         requester["client_id"])
@@ -164,26 +175,39 @@ def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | N
         rows.append(dict(rows[0], token_id=token_rows.refresh_id(refresh), kind=token_rows.REFRESH,
                          expires_at=consent["expires_at"]))
         body["refresh_token"] = refresh
-    token_rows.issue(conn, rows)
-    entries.append(conn, now, "token.issued", citizen=consent["subject_id"],
-                   client_id=requester["client_id"], subject=subject,
-                   consent_id=consent["consent_id"], items=consent["data_items"], route="oauth")
-    return body
+    return Issue(body, rows, dict(citizen=consent["subject_id"], client_id=requester["client_id"],
+                                  subject=subject, consent_id=consent["consent_id"],
+                                  items=consent["data_items"], route="oauth"))
 
 
-def _usable_consent(gw, conn, consent_id: str, client_id: str, *, lock: bool = False) -> dict:
+def _token_response(gw, conn, requester: dict, consent: dict, code_hash: str | None) -> dict:
+    issue = _tokens_for(gw, requester, consent, code_hash)
+    token_rows.issue(conn, issue.rows)
+    entries.append(conn, gw.clock.now(), "token.issued", **issue.audit)
+    return issue.body
+
+
+def _usable_consent(gw, conn, consent_id: str, client_id: str, *, lock: bool = False,
+                    policy=None) -> dict:
     """The live consent behind a grant; ``lock`` when tokens are about to be issued for it, so
-    a concurrent revocation either waits for them (and revokes them) or is seen here."""
+    a concurrent revocation either waits for them (and revokes them) or is seen here. ``policy``:
+    the requester's, when the caller has its row already."""
     consent = ledger.get(conn, consent_id, share_lock=lock)
+    if policy is None:
+        policy = gw.requester(conn, client_id)["policy"]
+    _check_usable(consent, client_id, policy, gw.clock.now())
+    return consent
+
+
+def _check_usable(consent: dict, client_id: str, policy, now: int) -> None:
     if consent["client_id"] != client_id:
         raise InvalidGrant("grant was issued to another client")
-    if not liveness.is_live(consent, gw.clock.now()):
+    if not liveness.is_live(consent, now):
         raise InvalidGrant("the consent behind this grant is no longer active")
     try:  # the requester's policy may have narrowed the consent's kind or length since
-        check_consent(gw.requester(conn, client_id)["policy"], consent, gw.clock.now())
+        check_consent(policy, consent, now)
     except PolicyError as exc:
         raise InvalidGrant(str(exc)) from exc
-    return consent
 
 
 @dataclass(frozen=True)
@@ -193,12 +217,17 @@ class Refused:
     error: InvalidGrant
 
 
-def exchange_code(gw, conn, requester: dict, form: dict) -> dict | Refused:
+def _code_and_redirect(form: dict) -> tuple[str, str]:
     code, redirect_uri = form.get("code"), form.get("redirect_uri")
     if not isinstance(code, str) or not code or len(code) > 100:
         raise InvalidRequest("code missing")
     if not isinstance(redirect_uri, str) or not redirect_uri:
         raise InvalidRequest("redirect_uri missing")
+    return code, redirect_uri
+
+
+def exchange_code(gw, conn, requester: dict, form: dict) -> dict | Refused:
+    code, redirect_uri = _code_and_redirect(form)
     now = gw.clock.now()
     code_hash = _hash(code)
     # Take the code in one statement; only when that fails, look at why.
@@ -217,15 +246,88 @@ def exchange_code(gw, conn, requester: dict, form: dict) -> dict | Refused:
         _revoke_family(gw, conn, requester, row, now, outcome="code_reused")
         return Refused(InvalidGrant("code was already used; the tokens it issued are revoked"))
     try:  # from here on the code is spent whatever happens: one attempt per code
-        if row["expires_at"] <= now:
-            raise InvalidGrant("code expired")
-        if redirect_uri != row["redirect_uri"]:
-            raise InvalidGrant("redirect_uri does not match the authorization request")
-        pkce.check_verifier(form.get("code_verifier"), row["code_challenge"])
+        _check_code(row, redirect_uri, form, now)
+        # the policy read again here: ``requester`` may have been read before this transaction
         consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"], lock=True)
     except InvalidGrant as exc:
         return Refused(exc)
     return _token_response(gw, conn, requester, consent, code_hash)
+
+
+def _check_code(row, redirect_uri: str, form: dict, now: int) -> None:
+    if row["expires_at"] <= now:
+        raise InvalidGrant("code expired")
+    if redirect_uri != row["redirect_uri"]:
+        raise InvalidGrant("redirect_uri does not match the authorization request")
+    pkce.check_verifier(form.get("code_verifier"), row["code_challenge"])
+
+
+# PostgreSQL's code exchange in two statements (``exchange_code_at_once``): the code, its
+# consent and its client read together, then the one-statement write of token_rows.py.
+_TOGETHER = (("code", authorization_codes), ("consent", consents), ("requester", requesters))
+_CODE_READ = select(*[c.label(f"{name}__{c.name}") for name, table in _TOGETHER for c in table.c],
+                    POLICY_DIGEST.label("policy_digest")) \
+    .select_from(authorization_codes
+                 .join(consents, consents.c.consent_id == authorization_codes.c.consent_id)
+                 .join(requesters, requesters.c.client_id == authorization_codes.c.client_id)) \
+    .where(authorization_codes.c.code_hash == bindparam("code_hash"))
+_CODE_READ_PREPARED = compiled(_CODE_READ)
+_CODE_READ_COLUMNS = tuple(_CODE_READ.selected_columns.keys())
+
+
+@dataclass(frozen=True)
+class AtOnce:
+    """What ``exchange_code_at_once`` did: the token response (None: take the transactional
+    path), and the requester it authenticated (that path must not authenticate it again: the
+    assertion's jti is spent)."""
+    body: dict | None
+    requester: dict
+
+
+def exchange_code_at_once(gw, form: dict, endpoint: str) -> AtOnce:
+    """PostgreSQL, the usual exchange in two statements: read the code with its consent and
+    client (one prepared SELECT), authenticate the client and check everything in Python, sign
+    the tokens, then write it all in one statement (``token_rows.issue_for_code``). Anything
+    unusual — an unknown, spent or expired code, a wrong verifier or redirect_uri, a consent no
+    longer live, a policy changed meanwhile — writes nothing here and answers ``body=None``:
+    ``exchange_code`` then decides it in a transaction, with the same answers as always."""
+    code, redirect_uri = _code_and_redirect(form)
+    code_hash = _hash(code)
+    found = gw.prepared.one(_CODE_READ_PREPARED, {"code_hash": code_hash})
+    parts: dict[str, dict] = {"code": {}, "consent": {}, "requester": {}}
+    digest = None
+    if found is not None:
+        row = dict(zip(_CODE_READ_COLUMNS, found))
+        digest = row.pop("policy_digest")
+        for key, value in row.items():
+            name, _, column = key.partition("__")
+            parts[name][column] = value
+
+    def find(client_id: str) -> dict:
+        if parts["requester"].get("client_id") == client_id:
+            return parts["requester"]
+        with gw.reads.connect() as conn:
+            return requester_registry.get(conn, client_id)
+
+    requester = client_auth.authenticate_with(gw, form, endpoint, find)
+    code_row, consent = parts["code"], parts["consent"]
+    now = gw.clock.now()
+    if found is None or code_row["client_id"] != requester["client_id"] \
+            or code_row["used_at"] is not None:
+        return AtOnce(None, requester)
+    try:
+        _check_code(code_row, redirect_uri, form, now)
+        _check_usable(consent, requester["client_id"], requester["policy"], now)
+    except InvalidGrant:
+        return AtOnce(None, requester)
+    issue = _tokens_for(gw, requester, consent, code_hash)
+    written = gw.retried(lambda: token_rows.issue_for_code(
+        gw.prepared, now=now, code_hash=code_hash, policy_digest=digest, rows=issue.rows,
+        entry=entries.row_for(gw.config.log_shards, now, "token.issued", **issue.audit)))
+    if not written:
+        return AtOnce(None, requester)
+    sequencer.after_commit(gw)
+    return AtOnce(issue.body, requester)
 
 
 def refresh(gw, conn, requester: dict, form: dict) -> dict | Refused:
@@ -241,7 +343,8 @@ def refresh(gw, conn, requester: dict, form: dict) -> dict | Refused:
         raise InvalidGrant("refresh_token expired")
     if not token_rows.spend(conn, token_id, now):
         return _refresh_replayed(gw, conn, requester, row, now)
-    consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"], lock=True)
+    consent = _usable_consent(gw, conn, row["consent_id"], requester["client_id"], lock=True,
+                              policy=requester["policy"])
     return _token_response(gw, conn, requester, consent, row["code_hash"])
 
 

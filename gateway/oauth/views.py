@@ -59,9 +59,16 @@ def token():
         if not grant_type:
             raise InvalidRequest("grant_type missing")
         raise UnsupportedGrantType("grant_type must be authorization_code or refresh_token")
+    gw = runtime.current()
     exchange = grant.exchange_code if grant_type == "authorization_code" else grant.refresh
-    with runtime.current().transaction() as conn:
-        outcome = exchange(runtime.current(), conn, _authenticated(conn, form), form)
+    requester = None
+    if exchange is grant.exchange_code and gw.prepared is not None:
+        at_once = grant.exchange_code_at_once(gw, form, request.path)
+        if at_once.body is not None:
+            return _json(at_once.body)
+        requester = at_once.requester   # authenticated: its assertion's jti is spent
+    with gw.transaction() as conn:
+        outcome = exchange(gw, conn, requester or _authenticated(conn, form), form)
     if isinstance(outcome, grant.Refused):  # committed: the spent code, the revoked tokens
         raise outcome.error
     return _json(outcome)
