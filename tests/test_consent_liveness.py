@@ -51,6 +51,8 @@ def test_python_and_sql_agree_on_which_consents_are_live(engine):
         lapsed = {f"cns_{i}" for i, (status, _) in enumerate(CASES)
                   if status == "approved"} - expected
         assert _ids(conn, liveness.lapsed_clause(db.consents, NOW)) == lapsed
+        parts = [_ids(conn, part) for part in liveness.lapsed_parts(db.consents, NOW)]
+        assert set().union(*parts) == lapsed and sum(map(len, parts)) == len(lapsed)  # disjoint
 
 
 @pytest.mark.parametrize("status, expires", CASES)

@@ -4,19 +4,16 @@ and what the operations ``benchmarks/million.py`` times send — the citizen's p
 revocation's tokens, the sequencer's frontier — the latter captured as the code sends them."""
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import and_, event, or_, select, text
+from sqlalchemy import event, select, text
 
 from gateway.audit import entries
 from gateway.config import Config
-from gateway.consent import citizen_view, liveness
-from gateway.consent.lifecycle import Status
+from gateway.consent import citizen_view
 from gateway.demo.seed import DEMO_CITIZEN_HKID, seed
 from gateway.instance import Gateway
-from gateway.jobs.sweeps import expire_consents
+from gateway.jobs.sweeps import expire_consents, stale_consents
 from gateway.store import db
-from gateway.store.db import (audit_entries, citizens, consents, log_nodes, pushed_requests,
-                              tokens)
+from gateway.store.db import audit_entries, citizens, consents, log_nodes, tokens
 
 
 def _plan(engine, statement) -> str:
@@ -29,16 +26,10 @@ def _plan(engine, statement) -> str:
 def test_the_expiry_sweep_reads_an_index_not_the_whole_table(pg_schema):
     engine = db.make_engine(pg_schema)
     db.upgrade(engine)
-    now = 1_800_000_000
-    sweep = (select(consents.c.consent_id)
-             .outerjoin(pushed_requests, pushed_requests.c.consent_id == consents.c.consent_id)
-             .where(or_(liveness.lapsed_clause(consents, now),
-                        and_(consents.c.status == Status.REQUESTED.value,
-                             pushed_requests.c.expires_at <= now)))
-             .limit(500))
-    plan = _plan(engine, sweep)
+    plan = _plan(engine, stale_consents(1_800_000_000, 500))
     engine.dispose()
-    assert "ix_consents_status_expiry" in plan and "Seq Scan on consents" not in plan, plan
+    assert "ix_consents_status_expiry" in plan and "ix_pushed_requests_consent" in plan, plan
+    assert "Seq Scan" not in plan, plan
 
 
 def test_the_live_grant_and_a_consents_log_are_index_lookups(pg_schema):
@@ -184,12 +175,6 @@ def _a_years_consents(engine, count: int, now: int) -> None:
         conn.execute(text("ANALYZE pushed_requests"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the sweep's read (an OR across consents LEFT JOIN pushed_requests) scans all of "
-    "pushed_requests, which has no index on consent_id; with only such an index the planner, "
-    "taking status and expiry as independent, still scans a whole table for the LIMIT. Needs "
-    "ix_pushed_requests_consent and reads ordered by the indexes (benchmarks/million.py: the "
-    "sweep 6x slower at 10^6 consents); then drop this marker"))
 def test_the_expiry_sweep_stays_on_indexes_with_a_real_ledgers_statistics(pg_schema, tmp_path):
     gw = _gateway(pg_schema, tmp_path)
     try:

@@ -80,6 +80,7 @@ pushed_requests = Table(
     Column("code_challenge", String(128), nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("used_at", BigInteger),
+    Index("ix_pushed_requests_consent", "consent_id"),   # the expiry sweep's unanswered requests
 )
 
 authorization_codes = Table(
