@@ -193,7 +193,7 @@ def in_process_phase(bench: Bench, result: dict) -> None:
         say("data API, connectors in-process:")
         result["data_api"]["in-process"] = measure_data(bench, gateway, "in-process", supply)
         say(f"token exchange, batches of {bench.settings.exchange_batch}, "
-            f"{bench.settings.exchange_workers} threads:")
+            f"{bench.settings.exchange_workers} at a time:")
         minter = grants.CodeMinter(gateway.url)
         result["token_exchange"] = measure_exchange(bench, gateway, minter)
         if bench.settings.profile:
@@ -229,7 +229,7 @@ def print_report(result: dict) -> None:
                        "gateway", result["data_api"]))
     print()
     print(report.table(f"POST /oauth/token (code + PKCE + private_key_jwt), batches of "
-                       f"{s['exchange_batch']} with {s['exchange_workers']} threads, vs GET hello",
+                       f"{s['exchange_batch']}, {s['exchange_workers']} at a time, vs GET hello",
                        "exchange", {"exchange": result["token_exchange"]}))
     for name, profile in result["profiles"].items():
         print()
