@@ -200,12 +200,13 @@ def test_citizen_revokes_on_me_and_the_next_read_is_refused(live_gateway, chromi
         browser.switch_to.alert.accept()
     except NoAlertPresentException:
         pass
-    try:  # the page may already be reloading after the POST: its buttons go stale
+    try:  # the page may already be reloading after the POST: its buttons go stale, or
+        # Chromium answers "Frame is detached" for the page being replaced
         confirm = [b for b in browser.find_elements(By.CSS_SELECTOR, "button")
                    if b.accessible_name.strip() == "Confirm"]
         if confirm:
             confirm[0].click()
-    except StaleElementReferenceException:
+    except WebDriverException:   # StaleElementReferenceException among them
         pass
 
     def shows_revoked(driver):
