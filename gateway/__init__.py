@@ -33,6 +33,8 @@ _CLEAN_ORIGIN = re.compile(r"https?://(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[
 
 def create_app(config: Config | None = None, *, clock=None, departments=None) -> Flask:
     config = config or Config.from_env()
+    from schemas.forms import forms
+    forms()   # every form file valid before anything serves (FormError names file and key)
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
     gw = Gateway(config, clock=clock, departments=departments)
     runtime.attach(app, gw)
@@ -51,10 +53,10 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     app.session_interface = RedisSessionInterface(gw)
 
     from gateway import http_errors, wellknown
-    from gateway.api import data, log
+    from gateway.api import data, forms, log
     from gateway.oauth import views
     from gateway.web import auth, consent, me, pages  # noqa: F401 - they register their routes
-    for blueprint in (wellknown.bp, views.bp, data.bp, log.bp, pages.bp):  # each renders its errors
+    for blueprint in (wellknown.bp, views.bp, data.bp, forms.bp, log.bp, pages.bp):  # each renders its errors
         app.register_blueprint(blueprint)
     http_errors.init_app(app)
 

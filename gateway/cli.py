@@ -12,6 +12,7 @@ from gateway.demo.seed import DemoRefused
 from gateway.errors import GatewayError
 from gateway.requester_registry import RequesterError
 from policies.engine import PolicyError
+from schemas.forms import FormError
 
 
 class CliError(click.ClickException):
@@ -29,7 +30,7 @@ class CliError(click.ClickException):
 # else is a bug and keeps its traceback.
 # (a database that does not answer is already DatabaseUnavailable, a GatewayError; a database
 # error the engine leaves as it is — a schema missing, say — is the operator's too)
-OPERATOR_ERRORS = (ConfigError, RequesterError, PolicyError, DemoRefused, OSError,
+OPERATOR_ERRORS = (ConfigError, RequesterError, PolicyError, FormError, DemoRefused, OSError,
                    json.JSONDecodeError, UnicodeDecodeError, GatewayError, DBAPIError)
 
 

@@ -10,6 +10,8 @@ served the request.
     ├── InvalidToken               401 invalid-token     Bearer error="invalid_token" (RFC 6750)
     │   └── TokenError             401                   tokens: a JWS or JWT refused
     ├── OutsideConsent             403 outside-consent   Bearer error="insufficient_scope"
+    ├── FormNotAllowed             403 form-not-allowed  exchange/prefill: not in the policy
+    ├── UnknownForm                404 unknown-form      exchange/prefill
     ├── ConsentError               409 consent-state     consent
     │   ├── ConsentNotFound        404 not-found         (another's consent looks the same)
     │   └── TransitionRefused      409 consent-state     the lifecycle does not allow it
@@ -82,6 +84,16 @@ class TokenError(InvalidToken):
 class OutsideConsent(GatewayError):
     status, problem, message, bearer_error = 403, "outside-consent", "error.bad_request", \
         "insufficient_scope"
+
+
+class FormNotAllowed(GatewayError):
+    """The requester's policy does not name this form for the consent's purpose."""
+    status, problem, message = 403, "form-not-allowed", "error.bad_request"
+
+
+class UnknownForm(GatewayError):
+    status, problem, message = 404, "unknown-form", "error.not_found"
+    default_detail = "no such form"
 
 
 class ConsentError(GatewayError):

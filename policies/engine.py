@@ -15,10 +15,12 @@ import yaml
 
 from schemas.catalogue import catalogue
 from schemas.duration import InvalidDuration, seconds
+from schemas.forms import forms
 
 POLICY_DIR = Path(__file__).parent
 ACCESS_KINDS = ("once", "ongoing")
 PURPOSE_KEYS = {"description", "legal_basis", "items", "access", "max_duration", "retention"}
+OPTIONAL_PURPOSE_KEYS = {"forms"}     # the pre-filled forms (schemas/forms/) the purpose may pull
 LEGAL_BASES = ("consent", "legal_obligation", "public_task", "contract")
 # what PAR accepts as a purpose (schemas/authorization.py); ASCII only: str.isalnum() would also
 # take other scripts' letters and digits, a purpose no request could ever name
@@ -65,7 +67,7 @@ def validate(doc, *, source: str = "policy") -> dict:
             fail(at, "a purpose id is lower-case letters, digits and dashes")
         if not isinstance(spec, dict):
             fail(at, "must be a mapping")
-        for key in sorted(set(spec) - PURPOSE_KEYS):
+        for key in sorted(set(spec) - PURPOSE_KEYS - OPTIONAL_PURPOSE_KEYS):
             fail(f"{at}.{key}", "unknown key")
         for key in sorted(PURPOSE_KEYS - set(spec)):
             fail(f"{at}.{key}", "missing")
@@ -96,6 +98,12 @@ def validate(doc, *, source: str = "policy") -> dict:
                 seconds(spec[key])
             except InvalidDuration as exc:
                 fail(f"{at}.{key}", str(exc))
+        named_forms = spec.get("forms", [])
+        if not isinstance(named_forms, list):
+            fail(f"{at}.forms", "must be a list of form ids")
+        for i, form_id in enumerate(named_forms):
+            if form_id not in forms():
+                fail(f"{at}.forms[{i}]", f"unknown form {form_id!r}")
         clean["purposes"][pid] = {
             "description": {"en": desc["en"], "zh-HK": desc["zh-HK"]},
             "legal_basis": spec["legal_basis"],
@@ -103,6 +111,7 @@ def validate(doc, *, source: str = "policy") -> dict:
             "access": list(access),
             "max_duration": spec["max_duration"],
             "retention": spec["retention"],
+            "forms": list(named_forms),
         }
     return clean
 
@@ -159,3 +168,9 @@ def check_consent(policy: dict | None, consent: dict, now: int) -> None:
 
 def max_duration_seconds(policy: dict, purpose_id: str) -> int:
     return seconds(policy["purposes"][purpose_id]["max_duration"])
+
+
+def allowed_forms(policy: dict | None, purpose_id: str) -> list[str]:
+    """The forms the policy lets a consent of this purpose pre-fill (none once withdrawn)."""
+    purpose = (policy or {}).get("purposes", {}).get(purpose_id)
+    return list(purpose.get("forms", [])) if purpose else []

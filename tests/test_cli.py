@@ -186,7 +186,8 @@ def test_demo_plays_the_story_and_exits_zero():
     result = subprocess.run([sys.executable, "-m", "gateway.cli", "demo"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    for text in ("approves", "reads the data", "revokes", "refused at once", "demo complete"):
+    for text in ("approves", "reads the data", "pulls a pre-filled vehicle licence renewal",
+                 '"owner_surname": "CHAN (immd)"', "revokes", "refused at once", "demo complete"):
         assert text in result.stdout
 
 

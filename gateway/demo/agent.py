@@ -68,6 +68,10 @@ class Requester:
         return self.http.get(self.base + "/api/v1/data", params=params, timeout=10, headers={
             "Authorization": f"Bearer {access_token}", "Accept": accept})
 
+    def prefill(self, access_token: str, form_id: str) -> requests.Response:
+        return self.http.post(f"{self.base}/api/v1/forms/{form_id}/prefill", timeout=10,
+                              headers={"Authorization": f"Bearer {access_token}"})
+
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _DEMO_CODE = re.compile(r'id="demo-code">([0-9]{6})<')

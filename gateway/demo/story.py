@@ -95,7 +95,28 @@ def play(say) -> int:
                 ensure_ascii=False))
 
             say(f"[-] the bank reads through the CDI bridge: {NOT_BUILT} (a later issue)")
-            say(f"[-] a department pulls a pre-filled form: {NOT_BUILT} (a later issue)")
+            td = Requester(base, "transport-department", private_jwks("transport-department"),
+                           "http://127.0.0.1:9101/callback")
+            renewal = {"type": "cdeg_data", "purpose": "vehicle-licence-renewal",
+                       "access": "once", "data_items": ["identity.name_en", "identity.hkid",
+                                                         "address.residential", "contact.mobile"]}
+            resp, td_verifier = td.push(renewal)
+            if resp.status_code != 201:
+                raise StepFailed(f"the Transport Department's PAR answered {resp.status_code}")
+            answer = citizen.decide(citizen.open(td.authorize_url(resp.json()["request_uri"])),
+                                    "approve")
+            resp = td.token(answer["code"], td_verifier) if "code" in answer else None
+            if resp is None or resp.status_code != 200:
+                raise StepFailed(f"the Transport Department got no token: {answer}")
+            form = td.prefill(resp.json()["access_token"], "vehicle-licence-renewal")
+            if form.status_code != 200:
+                raise StepFailed(f"prefill answered {form.status_code}: {form.text}")
+            filled = form.json()
+            ok("the Transport Department pulls a pre-filled vehicle licence renewal (a once "
+               "consent, ended by it): " + json.dumps(
+                   {f["name"]: f"{f['value']} ({f['source']})" for f in filled["fields"]
+                    if f["item"] != "identity.hkid"}, ensure_ascii=False)
+               + f"; missing: {', '.join(filled['missing'])}")
 
             resp = citizen.revoke(tokens["consent_id"])
             if resp.status_code != 200 or 'data-status="revoked"' not in resp.text:

@@ -1,0 +1,210 @@
+"""Departments pull pre-filled forms (SPEC section 4): forms are data (schemas/forms/), each
+field shaped from a catalogue item by a named transform; a prefill is a data release through
+the same steps as GET /api/v1/data (route ``form``), filling only what the consent covers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from gateway.store.db import audit_entries
+from schemas.forms import FormError, load_file, load_folder
+from schemas.forms import transforms as t
+
+from .flow import BANK_DETAIL, TD, Flow
+
+TD_DETAIL = {"type": "cdeg_data", "purpose": "vehicle-licence-renewal", "access": "once",
+             "data_items": ["identity.name_en", "identity.hkid", "address.residential",
+                            "contact.mobile"]}
+
+
+def _prefill(flow, token, form_id="vehicle-licence-renewal", **kwargs):
+    return flow.requester.post(f"/api/v1/forms/{form_id}/prefill",
+                               headers={"Authorization": f"Bearer {token}"}, **kwargs)
+
+
+def _entries(gw, consent_id):
+    with gw.db.connect() as conn:
+        return [json.loads(e) for e in conn.execute(select(audit_entries.c.entry).where(
+            audit_entries.c.consent_id == consent_id).order_by(audit_entries.c.id)).scalars()]
+
+
+# -- the transforms ----------------------------------------------------------------------------
+
+def test_an_english_name_splits_into_surname_and_given_names():
+    assert (t.surname("CHAN, Tai Man"), t.given_names("CHAN, Tai Man")) == ("CHAN", "Tai Man")
+    assert (t.surname("LEE Ka Ho"), t.given_names("LEE  Ka   Ho")) == ("LEE", "Ka Ho")
+    for bad in ("CHAN", "", None, ", Tai Man"):
+        with pytest.raises(t.Unshapeable):
+            t.surname(bad)
+
+
+def test_a_date_is_written_as_hong_kong_forms_write_it():
+    assert t.date_dd_mm_yyyy("1985-03-14") == "14/03/1985"
+    for bad in ("14/03/1985", "1985-3-14", 19850314, "1985-03-14\n"):
+        with pytest.raises(t.Unshapeable):
+            t.date_dd_mm_yyyy(bad)
+
+
+def test_a_structured_address_becomes_the_forms_three_lines():
+    address = {"flat": "12A", "floor": "12", "block": "Block 3", "building": "Mei Foo Sun Chuen",
+               "street": "1 Broadway", "district": "Sham Shui Po", "region": "KLN"}
+    assert t.address_line_1(address) == "Flat 12A, 12/F, Block 3"
+    assert t.address_line_2(address) == "Mei Foo Sun Chuen, 1 Broadway"
+    assert t.address_line_3(address) == "Sham Shui Po, Kowloon"
+    assert t.address_line_1({**address, "block": None, "flat": None}) == "12/F"
+    with pytest.raises(t.Unshapeable):
+        t.address_line_1({"district": "Eastern", "region": "HK"})
+    with pytest.raises(t.Unshapeable):
+        t.address_line_3("12A Broadway")
+
+
+def test_a_mobile_loses_its_country_code():
+    assert t.local_mobile("+852 9123 4567") == "91234567"
+    assert t.local_mobile("6234-5678") == "62345678"
+    for bad in ("+852 1234 5678", "9123 456", "+86 139 1234 5678", None):
+        with pytest.raises(t.Unshapeable):
+            t.local_mobile(bad)
+
+
+# -- forms as data -----------------------------------------------------------------------------
+
+def test_the_three_forms_load_and_every_field_names_a_catalogue_item():
+    from schemas.forms import forms
+    assert set(forms()) >= {"bank-account-opening", "vehicle-licence-renewal",
+                            "public-housing-application"}
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda d: d["fields"][0].update(transform="uppercase"), "fields[0].transform"),
+    (lambda d: d["fields"][1].update(item="identity.shoe_size"), "fields[1].item"),
+    (lambda d: d["fields"][0].pop("label"), "fields[0].label"),
+    (lambda d: d["fields"][2].update(name=d["fields"][0]["name"]), "fields[2].name"),
+    (lambda d: d["fields"][0].update(required="yes"), "fields[0].required"),
+    (lambda d: d.update(colour="blue"), "colour"),
+    (lambda d: d["title"].pop("zh-HK"), "title"),
+    (lambda d: d.update(form_id="another-form"), "form_id"),
+])
+def test_a_malformed_form_file_is_refused_naming_the_file_and_key(tmp_path, change, where):
+    from schemas.forms import FORMS_DIR
+    doc = yaml.safe_load((FORMS_DIR / "vehicle-licence-renewal.yaml").read_text(encoding="utf-8"))
+    change(doc)
+    path = tmp_path / "vehicle-licence-renewal.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(FormError) as refused:
+        load_folder(tmp_path)
+    assert refused.value.where == f"{path}: {where}"
+
+
+def test_a_form_file_that_is_not_utf8_or_not_yaml_is_refused(tmp_path):
+    for body in (b"form_id: \xff\xfe\n", b"fields: [unclosed\n"):
+        path = tmp_path / "broken.yaml"
+        path.write_bytes(body)
+        with pytest.raises(FormError) as refused:
+            load_file(path)
+        assert str(path) in str(refused.value)
+
+
+def test_a_policy_naming_an_unknown_form_is_refused_naming_the_key(tmp_path):
+    from policies.engine import PolicyError, POLICY_DIR, load_file as load_policy
+    doc = yaml.safe_load((POLICY_DIR / "transport-department.yaml").read_text(encoding="utf-8"))
+    doc["purposes"]["vehicle-licence-renewal"]["forms"] = ["vehicle-licence-renewal", "no-such"]
+    path = tmp_path / "td.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(PolicyError) as refused:
+        load_policy(path)
+    assert "purposes.vehicle-licence-renewal.forms[1]" in str(refused.value)
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+def test_the_forms_are_listed_for_a_requester(flow):
+    token = flow.tokens()["access_token"]
+    resp = flow.requester.get("/api/v1/forms", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    listed = {f["form_id"]: f for f in resp.get_json()["forms"]}
+    assert listed["vehicle-licence-renewal"]["title"]["zh-HK"] == "車輛牌照續期"
+    field = listed["vehicle-licence-renewal"]["fields"][0]
+    assert set(field) == {"name", "label", "item", "required"}
+    assert flow.requester.get("/api/v1/forms").status_code == 401
+
+
+def test_a_department_pulls_a_prefilled_vehicle_licence_renewal(app):
+    td = Flow(app, TD)
+    tokens = td.tokens(TD_DETAIL)
+    resp = _prefill(td, tokens["access_token"])
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["form_id"] == "vehicle-licence-renewal"
+    fields = {f["name"]: f for f in body["fields"]}
+    assert fields["owner_surname"]["value"] == "CHAN"
+    assert fields["owner_given_names"]["value"] == "Tai Man"
+    assert fields["hkid"]["value"] == "A123456(3)"
+    assert fields["address_line_1"]["value"] == "Flat 12A, 12/F, Block 3"
+    assert fields["address_line_3"]["value"] == "Sham Shui Po, Kowloon"
+    assert fields["daytime_phone"] == {
+        "name": "daytime_phone", "label": {"en": "Daytime contact number", "zh-HK": "日間聯絡電話"},
+        "value": "91234567", "item": "contact.mobile", "source": "eme", "verified": False,
+        "as_of": fields["daytime_phone"]["as_of"]}
+    assert fields["hkid"]["source"] == "immd" and fields["hkid"]["verified"] is True
+    # not consented: missing, never filled
+    assert set(body["missing"]) == {"owner_chinese_name", "email"}
+    released = [e for e in _entries(td.gw, tokens["consent_id"]) if e["event"] == "data.released"]
+    assert len(released) == 1 and released[0]["route"] == "form"
+    assert set(released[0]["items"]) == set(TD_DETAIL["data_items"])   # what left, no more
+    assert "A123456" not in json.dumps(released)
+
+
+def test_a_once_consent_ends_with_its_prefill(app):
+    td = Flow(app, TD)
+    tokens = td.tokens(TD_DETAIL)
+    assert _prefill(td, tokens["access_token"]).status_code == 200
+    again = _prefill(td, tokens["access_token"])
+    assert again.status_code == 401
+    assert again.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+
+
+def test_a_revoked_consent_prefills_nothing(app):
+    td = Flow(app, TD)
+    tokens = td.tokens({**TD_DETAIL, "access": "ongoing", "duration": "P30D"})
+    assert _prefill(td, tokens["access_token"]).status_code == 200
+    td.revoke_as_citizen(tokens["consent_id"])
+    before = _entries(td.gw, tokens["consent_id"])
+    refused = _prefill(td, tokens["access_token"])
+    assert refused.status_code == 401 and refused.mimetype == "application/problem+json"
+    assert [e for e in _entries(td.gw, tokens["consent_id"])
+            if e["event"] == "data.released"] == [e for e in before
+                                                  if e["event"] == "data.released"]
+
+
+def test_an_unknown_form_is_a_404_problem_and_releases_nothing(app):
+    td = Flow(app, TD)
+    tokens = td.tokens(TD_DETAIL)
+    resp = _prefill(td, tokens["access_token"], "no-such-form")
+    assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
+    assert resp.get_json()["type"].endswith("/problems/unknown-form")
+    assert not [e for e in _entries(td.gw, tokens["consent_id"]) if e["event"] == "data.released"]
+    assert _prefill(td, tokens["access_token"]).status_code == 200   # the once consent still there
+
+
+def test_a_form_the_requesters_policy_does_not_name_is_refused(flow):
+    tokens = flow.tokens(BANK_DETAIL)     # the bank's policy names bank-account-opening only
+    resp = _prefill(flow, tokens["access_token"], "vehicle-licence-renewal")
+    assert resp.status_code == 403 and resp.get_json()["type"].endswith("/problems/form-not-allowed")
+    assert _prefill(flow, tokens["access_token"], "bank-account-opening").status_code == 200
+
+
+def test_a_source_that_is_down_fails_the_prefill_rather_than_drop_its_fields(app, monkeypatch):
+    from gateway.errors import SourceUnavailable
+    td = Flow(app, TD)
+    tokens = td.tokens(TD_DETAIL)
+
+    def down(hkid, items):
+        raise SourceUnavailable("source immd unavailable")
+    monkeypatch.setattr(td.gw.router, "fetch", down)
+    resp = _prefill(td, tokens["access_token"])
+    assert resp.status_code == 503 and resp.get_json()["type"].endswith("/problems/source-unavailable")
+    monkeypatch.undo()
+    assert _prefill(td, tokens["access_token"]).status_code == 200   # nothing was spent
