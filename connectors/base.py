@@ -44,6 +44,10 @@ class SourceUnavailable(ConnectorError):
     pass
 
 
+class SourceTimeout(SourceUnavailable):
+    """No answer within the (connect, read) timeout."""
+
+
 class SubjectNotFound(ConnectorError):
     pass
 
@@ -110,6 +114,8 @@ class DepartmentsClient:
             try:
                 resp = self.session.post(self.base_url + path, json=payload, timeout=self.timeout,
                                          allow_redirects=False, stream=True)
+            except requests.Timeout as exc:
+                raise SourceTimeout(f"{path}: no answer in time") from exc
             except requests.RequestException as exc:
                 raise SourceUnavailable(f"{path}: no answer") from exc
             if resp.status_code not in RETRY_STATUSES or attempt == STATUS_RETRIES:

@@ -21,7 +21,9 @@ served the request.
     │   ├── StoreUnavailable       503                   store/redis: Redis did not answer
     │   ├── DatabaseUnavailable    503                   store/db: the database did not answer
     │   ├── Contention             503 contention        store/db: a concurrent change won
-    │   └── SourceUnavailable      503 source-unavailable exchange: a department did not answer
+    │   └── SourceUnavailable      503 source-unavailable a department's trouble, as one
+    │       ├── SourceFailed       502 source-failed     exchange/router: down, an error, garbage
+    │       └── SourceTimeout      504 source-timeout    exchange/router: slower than its timeout
     └── OAuthError                 400 (RFC 6749 5.2 code) oauth/errors: invalid_client 401, ...
 
 Library exceptions become these where they arise, once: Redis errors in ``store/redis.py``,
@@ -151,3 +153,15 @@ class Contention(Unavailable):
 class SourceUnavailable(Unavailable):
     problem, retry_after = "source-unavailable", 10
     default_detail = "a source of the data did not answer; try again shortly"
+
+
+class SourceFailed(SourceUnavailable):
+    """A department or utility service is down, answered an error or garbage: 502, naming it."""
+    status, problem = 502, "source-failed"
+    default_detail = "a source of the data answered wrongly or not at all; try again shortly"
+
+
+class SourceTimeout(SourceUnavailable):
+    """A department or utility service did not answer within its timeout: 504, naming it."""
+    status, problem = 504, "source-timeout"
+    default_detail = "a source of the data did not answer in time; try again shortly"

@@ -32,7 +32,8 @@ log = logging.getLogger("cdeg")
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
           405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
           413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-          429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+          429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+          503: "Service Unavailable", 504: "Gateway Timeout"}
 HTTP_DETAILS = {404: "not found", 405: "method not allowed", 413: "request body too large"}
 HTTP_MESSAGES = {404: "error.not_found", 405: "error.method", 413: "error.too_large",
                  429: "error.too_many"}
@@ -41,7 +42,8 @@ UNBUILT_EDGES = {"cdi": "problem"}
 # RFC 6750 3 / RFC 6749 5.2: the characters an error_description may hold
 _HEADER_SAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 # An OAuth JSON endpoint's code for an error that is not an OAuthError
-_OAUTH_CODES = {401: "invalid_client", 429: "slow_down", 503: "temporarily_unavailable",
+_OAUTH_CODES = {401: "invalid_client", 429: "slow_down", 502: "temporarily_unavailable",
+                503: "temporarily_unavailable", 504: "temporarily_unavailable",
                 500: "server_error"}
 
 Renderer = Callable[[GatewayError], object]

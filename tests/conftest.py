@@ -398,3 +398,19 @@ def services_app(tmp_path, request, clock):
 @pytest.fixture
 def pg_flow(services_app):
     return Flow(services_app)
+
+
+@pytest.fixture
+def departments_server():
+    """The mock department services as their own HTTP server (what `cdeg departments serve`
+    runs); answers its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from connectors.mock.departments import create_app as departments_app
+    server = make_server("127.0.0.1", 0, departments_app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()

@@ -20,15 +20,6 @@ from .conftest import build_app, make_config
 from .flow import BANK_DETAIL, Flow, ledger_snapshot
 
 
-@pytest.fixture
-def departments_server():
-    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
 def test_mock_departments_answer_lookups_and_refuse_bad_ones():
     client = create_app().test_client()
     assert client.post("/immd/v1/identity", json={"hkid": "A1234563"}).get_json()["name_zh"] == "陳大文"
@@ -201,7 +192,7 @@ BAD_ANSWERS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ANSWERS))
-def test_data_api_answers_503_source_unavailable_and_keeps_the_ledger_when_a_department_answers_garbage(
+def test_data_api_answers_502_naming_the_source_and_keeps_the_ledger_when_a_department_answers_garbage(
         tmp_path, request, clock, case):
     app = build_app(make_config(tmp_path, "embedded", request,
                                 departments_url="http://departments.test"), clock)
@@ -218,10 +209,11 @@ def test_data_api_answers_503_source_unavailable_and_keeps_the_ledger_when_a_dep
                      content_type="application/json")
         before = ledger_snapshot(flow.gw)
         resp = flow.data(tokens["access_token"])
-    assert resp.status_code == 503, resp.get_data(as_text=True)[:500]
+    assert resp.status_code == 502, resp.get_data(as_text=True)[:500]
     assert resp.mimetype == "application/problem+json"
     problem = resp.get_json()
-    assert problem["type"].endswith("/problems/source-unavailable") and problem["status"] == 503
+    assert problem["type"].endswith("/problems/source-failed") and problem["status"] == 502
+    assert problem["title"] == "Bad Gateway"
     assert "immd" in problem["detail"]                # the bad answer, not some other source
     assert counted.bytes_read <= MAX_REPLY_BYTES + 64 * 1024, counted.bytes_read
     assert resp.headers["Retry-After"]

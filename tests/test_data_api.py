@@ -240,7 +240,7 @@ def test_each_release_is_audited_with_item_ids_and_no_values(flow, tokens):
     assert "A123456" not in text and "CHAN" not in text and "Mei Foo" not in text
 
 
-def test_source_down_answers_503_and_releases_nothing(tmp_path, request, clock):
+def test_a_source_answering_503_is_a_502_naming_it_and_releases_nothing(tmp_path, request, clock):
     from .conftest import build_app, make_config
     config = make_config(tmp_path, "embedded", request,
                          departments_url="http://departments.test")
@@ -254,8 +254,9 @@ def test_source_down_answers_503_and_releases_nothing(tmp_path, request, clock):
         mock.replace(responses.POST, "http://departments.test/immd/v1/identity", status=503)
         before = ledger_snapshot(flow.gw)
         resp = flow.data(tokens["access_token"])
-    assert resp.status_code == 503 and resp.headers["Retry-After"]
+    assert resp.status_code == 502 and resp.headers["Retry-After"]
     assert resp.mimetype == "application/problem+json"
+    assert "immd" in resp.get_json()["detail"]
     assert ledger_snapshot(flow.gw) == before
     app.extensions["cdeg"].close()
 
@@ -279,6 +280,6 @@ def test_a_source_answering_garbage_is_not_passed_on(tmp_path, request, clock):
         mock.replace(responses.POST, "http://departments.test/immd/v1/identity",
                      json={**good, "name_en": "<script>x</script>\r\n"})
         resp = flow.data(tokens["access_token"])
-    assert resp.status_code == 503
+    assert resp.status_code == 502 and resp.get_json()["type"].endswith("/problems/source-failed")
     assert "script" not in resp.get_data(as_text=True)
     app.extensions["cdeg"].close()

@@ -196,15 +196,67 @@ def test_a_form_the_requesters_policy_does_not_name_is_refused(flow):
     assert _prefill(flow, tokens["access_token"], "bank-account-opening").status_code == 200
 
 
-def test_a_source_that_is_down_fails_the_prefill_rather_than_drop_its_fields(app, monkeypatch):
-    from gateway.errors import SourceUnavailable
-    td = Flow(app, TD)
-    tokens = td.tokens(TD_DETAIL)
+SLOW, DOWN, GARBAGE = "slow", "down", "garbage"
 
-    def down(hkid, items):
-        raise SourceUnavailable("source immd unavailable")
-    monkeypatch.setattr(td.gw.router, "fetch", down)
-    resp = _prefill(td, tokens["access_token"])
-    assert resp.status_code == 503 and resp.get_json()["type"].endswith("/problems/source-unavailable")
-    monkeypatch.undo()
-    assert _prefill(td, tokens["access_token"]).status_code == 200   # nothing was spent
+
+@pytest.mark.parametrize("fault", [SLOW, DOWN, GARBAGE])
+def test_a_source_slow_down_or_answering_garbage_fails_the_prefill_naming_it(
+        tmp_path, request, clock, fault):
+    """Over HTTP (``responses``): e-ME slow, refusing connections, or answering garbage — the
+    prefill is a 504 or 502 problem naming e-ME, nothing is released, and the same token
+    prefills once e-ME answers again. Never a form with its e-ME fields silently dropped."""
+    import requests as requests_lib
+    import responses
+
+    from connectors.mock.departments import Departments
+
+    from .conftest import build_app, make_config
+    base = "http://departments.test"
+    app = build_app(make_config(tmp_path, "embedded", request, departments_url=base), clock)
+    td = Flow(app, TD)
+    mock_departments = Departments()
+
+    def real(req):
+        status, body = mock_departments.answer(req.path_url, json.loads(req.body))
+        return status, {"Content-Type": "application/json"}, json.dumps(body)
+    try:
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            for path in ("/immd/v1/identity", "/eme/v1/profile", "/utilities/v1/address-proof"):
+                mock.add_callback(responses.POST, base + path, callback=real)
+            tokens = td.tokens(TD_DETAIL)
+            broken = {SLOW: dict(body=requests_lib.ReadTimeout("read timed out")),
+                      DOWN: dict(body=requests_lib.ConnectionError("refused")),
+                      GARBAGE: dict(body="<html>oops</html>", content_type="text/html")}[fault]
+            mock.replace(responses.POST, base + "/eme/v1/profile", **broken)
+            before = [e for e in _entries(td.gw, tokens["consent_id"])
+                      if e["event"] == "data.released"]
+            resp = _prefill(td, tokens["access_token"])
+            problem = resp.get_json()
+            assert (resp.status_code, problem["type"].rsplit("/", 1)[1]) == (
+                (504, "source-timeout") if fault == SLOW else (502, "source-failed"))
+            assert resp.mimetype == "application/problem+json" and "eme" in problem["detail"]
+            assert [e for e in _entries(td.gw, tokens["consent_id"])
+                    if e["event"] == "data.released"] == before
+            mock.replace(responses.CallbackResponse(responses.POST, base + "/eme/v1/profile",
+                                                    callback=real))
+            assert _prefill(td, tokens["access_token"]).status_code == 200  # the once consent kept
+    finally:
+        app.extensions["cdeg"].close()
+
+
+def test_a_prefill_over_real_http_against_the_mock_departments(tmp_path, request, clock,
+                                                               departments_server):
+    """The department services run as their own HTTP server: the prefill reads through the
+    gateway's one HTTP session, as in production."""
+    from .conftest import build_app, make_config
+    app = build_app(make_config(tmp_path, "embedded", request,
+                                departments_url=departments_server), clock)
+    try:
+        td = Flow(app, TD)
+        tokens = td.tokens(TD_DETAIL)
+        resp = _prefill(td, tokens["access_token"])
+        assert resp.status_code == 200, resp.get_json()
+        fields = {f["name"]: f["value"] for f in resp.get_json()["fields"]}
+        assert fields["owner_surname"] == "CHAN" and fields["daytime_phone"] == "91234567"
+    finally:
+        app.extensions["cdeg"].close()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from connectors.base import ConnectorError, DepartmentsClient, ItemValue
+from connectors.base import SourceTimeout as ConnectorTimeout
 from connectors.eme import EMEConnector
 from connectors.immd import ImmigrationConnector
 from connectors.utilities import UtilitiesConnector
-from gateway.errors import SourceUnavailable
+from gateway.errors import SourceFailed, SourceTimeout
 from schemas.catalogue import catalogue
 
 
@@ -25,8 +26,10 @@ class Router:
     def _fetch_one(self, source: str, hkid: str, wanted: list[str]) -> dict[str, ItemValue]:
         try:
             return self.connectors[source].fetch(hkid, wanted)
+        except ConnectorTimeout as exc:
+            raise SourceTimeout(f"source {source} did not answer in time") from exc
         except ConnectorError as exc:
-            raise SourceUnavailable(f"source {source} unavailable") from exc
+            raise SourceFailed(f"source {source} is down or answered wrongly") from exc
 
     def fetch(self, hkid: str, items: list[str]) -> dict[str, dict]:
         by_source: dict[str, list[str]] = {}
