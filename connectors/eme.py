@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.departments import ProfileReply
 
-from .base import Connector, ItemValue
+from .base import Connector, ItemValue, SubjectNotFound
 
 
 class EMEConnector(Connector):
@@ -23,3 +23,16 @@ class EMEConnector(Connector):
             out["address.residential"] = ItemValue(
                 reply["address"], self.source, bool(reply.get("address_verified_by")), as_of)
         return out
+
+    def profile(self, hkid: str) -> dict | None:
+        """The citizen's e-ME profile as e-ME holds it (None: nothing kept yet)."""
+        try:
+            return self._load(self.schema, self.client.lookup("/eme/v1/profile", {"hkid": hkid}))
+        except SubjectNotFound:
+            return None
+
+    def update(self, hkid: str, profile: dict) -> dict:
+        """Replace the citizen's self-declared items (mobile, email, address); an address that
+        changed loses the proof that backed the old one."""
+        return self._load(self.schema, self.client.lookup(
+            "/eme/v1/profile/update", {"hkid": hkid, "profile": profile}))

@@ -146,12 +146,14 @@ def departments():
 @departments.command("serve", help="Run the mock ImmD, e-ME and utilities services.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8100, show_default=True, type=int)
-def departments_serve(host: str, port: int):
+@click.option("--store", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON file keeping citizens' e-ME edits across restarts (default: memory)")
+def departments_serve(host: str, port: int, store: Path | None):
     from werkzeug.serving import run_simple
 
     from connectors.mock.departments import create_app
     click.echo(f"mock departments on http://{host}:{port}")
-    run_simple(host, port, create_app(), threaded=True)
+    run_simple(host, port, create_app(store=store), threaded=True)
 
 
 @main.group(help="Requesters (OAuth clients).")

@@ -58,6 +58,9 @@ def _instance_secret(config: Config) -> bytes:
     return path.read_text().strip().encode()
 
 
+EME_STORE = "eme-profiles.json"   # the in-process e-ME mock's store of citizens' edits
+
+
 class Gateway:
     config: Config
     clock: Clock
@@ -99,6 +102,9 @@ class Gateway:
         self.access_tokens = AccessTokenVerifier(self.keyring, config.issuer, config.api_audience,
                                                  self.clock, config.access_token_ttl,
                                                  config.clock_skew)
+        if departments is None and not config.departments_url:   # embedded: the mock in-process,
+            from connectors.mock.departments import Departments  # e-ME edits kept by the instance
+            departments = Departments(store=Path(config.instance_dir) / EME_STORE)
         self.departments = DepartmentsClient(config.departments_url, config.connector_timeout,
                                              in_process=departments)
         self.router = Router(self.departments)

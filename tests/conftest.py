@@ -285,10 +285,11 @@ def _department_records() -> dict:
     return Departments().data
 
 
-def departments():
-    """The mock departments with their records (parsed once; each gateway its own copy)."""
+def departments(store: Path | None = None):
+    """The mock departments with their records (parsed once; each gateway its own copy), e-ME
+    edits kept in ``store`` as the embedded gateway keeps them in its instance folder."""
     from connectors.mock.departments import Departments
-    return Departments(copy.deepcopy(_department_records()))
+    return Departments(copy.deepcopy(_department_records()), store)
 
 
 @pytest.fixture
@@ -339,7 +340,9 @@ def build_app(config: Config, clock: Clock | None = None):
             db.upgrade(engine)
         finally:
             engine.dispose()
-    app = create_app(config, clock=clock or Clock(), departments=departments())
+    from gateway.instance import EME_STORE
+    app = create_app(config, clock=clock or Clock(),
+                     departments=departments(Path(config.instance_dir) / EME_STORE))
     app.testing = True
     share_compiled_templates(app)
     if not ready:

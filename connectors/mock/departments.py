@@ -1,6 +1,8 @@
 """The mock department services: ImmD identity, the e-ME profile store, utility address proofs.
 
-``Departments`` answers a lookup (path + JSON body → status + JSON body). ``create_app`` wraps
+``Departments`` answers a lookup (path + JSON body → status + JSON body). e-ME is the citizen's
+own store: ``/eme/v1/profile/update`` replaces a citizen's self-declared items, kept in a JSON
+file (``store``) beside the demo records so an edit outlives a restart. ``create_app`` wraps
 it in a small Flask app that ``cdeg departments serve`` runs on its own port; the embedded
 gateway calls ``Departments`` in-process instead (see connectors/base.py). Lookups are POSTs
 with the HKID in the body, never in a URL.
@@ -8,6 +10,10 @@ with the HKID in the body, never in a URL.
 from __future__ import annotations
 
 import copy
+import json
+import os
+import tempfile
+import threading
 from pathlib import Path
 
 import yaml
@@ -18,14 +24,49 @@ AS_OF = {"immd": "2026-01-01T00:00:00Z", "eme": "2026-11-01T00:00:00Z",
          "utilities": "2026-10-15T00:00:00Z"}
 ROUTES = {"/immd/v1/identity": "immd", "/eme/v1/profile": "eme",
           "/utilities/v1/address-proof": "utilities"}
+UPDATE = "/eme/v1/profile/update"
+PROFILE_KEYS = ("mobile", "email", "address")
 
 
 class Departments:
-    def __init__(self, records: dict | None = None):
+    def __init__(self, records: dict | None = None, store: Path | None = None):
         self.data = copy.deepcopy(records) if records is not None else \
             yaml.safe_load(RECORDS.read_text(encoding="utf-8"))
+        self.store = Path(store) if store else None
+        self._writing = threading.Lock()
+        if self.store and self.store.exists():
+            self.data.setdefault("eme", {}).update(
+                json.loads(self.store.read_text(encoding="utf-8")))
+
+    def _update_profile(self, body: dict) -> tuple[int, dict]:
+        profile = body.get("profile")
+        if not isinstance(profile, dict) or set(profile) != set(PROFILE_KEYS):
+            return 400, {"error": "bad_request",
+                         "detail": f"profile must hold exactly {', '.join(PROFILE_KEYS)}"}
+        with self._writing:
+            profiles = self.data.setdefault("eme", {})
+            old = profiles.get(body["hkid"], {})
+            record = {**profile, "address_verified_by": old.get("address_verified_by")
+                      if profile["address"] == old.get("address") else None}
+            profiles[body["hkid"]] = record
+            self._keep()
+        return 200, dict(record, as_of=AS_OF["eme"])
+
+    def _keep(self) -> None:
+        """Write the e-ME profiles to the store, whole or not at all."""
+        if self.store is None:
+            return
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.store.parent, prefix=".eme-")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(self.data["eme"], out, ensure_ascii=False)
+        os.replace(tmp, self.store)
 
     def answer(self, path: str, body) -> tuple[int, dict]:
+        if path == UPDATE:
+            if not isinstance(body, dict) or not isinstance(body.get("hkid"), str):
+                return 400, {"error": "bad_request", "detail": "hkid required in the JSON body"}
+            return self._update_profile(body)
         store = ROUTES.get(path)
         if store is None:
             return 404, {"error": "no_such_service"}
@@ -37,9 +78,9 @@ class Departments:
         return 200, dict(record, as_of=AS_OF[store])
 
 
-def create_app(records: dict | None = None) -> Flask:
+def create_app(records: dict | None = None, store: Path | None = None) -> Flask:
     app = Flask("cdeg-departments")
-    departments = Departments(records)
+    departments = Departments(records, store)
 
     @app.post("/<path:service>")
     def lookup(service: str):

@@ -1,0 +1,132 @@
+"""/me/profile: the citizen keeps their own items in e-ME once — mobile, email, the residential
+address as Hong Kong writes it — and the next pre-filled form shows them. Edits persist in the
+e-ME mock's own store across restarts; bad input is refused field by field and nothing is
+half-saved."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .conftest import build_app, make_config
+from .flow import HKID, TD, Flow
+from .test_forms import TD_DETAIL, _prefill
+
+NEW_ADDRESS = {"flat": "3B", "floor": "7", "block": "", "building": "麗港城",
+               "street": "8 Laguna Street", "district": "Kwun Tong", "region": "KLN"}
+
+
+def _form(flow, **changes) -> dict:
+    page = flow.browser.get("/me/profile").get_data(as_text=True)
+    return {"csrf_token": flow.csrf(page), "mobile": "+852 9123 4567",
+            "email": "chan.taiman@example.hk", **NEW_ADDRESS, **changes}
+
+
+def _save(flow, **changes):
+    return flow.browser.post("/me/profile", data=_form(flow, **changes))
+
+
+def _values(page: str) -> dict:
+    return dict(re.findall(r'name="([a-z]+)" type="[a-z]+" value="([^"]*)"', page))
+
+
+@pytest.fixture
+def citizen(embedded_app):
+    flow = Flow(embedded_app)
+    flow.login(HKID, next_url="/me/profile")
+    return flow
+
+
+def test_the_profile_shows_the_citizens_e_me_items_under_their_catalogue_labels(citizen):
+    page = citizen.browser.get("/me/profile")
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    text = page.get_data(as_text=True)
+    for label in ("Mobile number", "Email address", "Residential address", "District", "Save"):
+        assert label in text
+    assert _values(text)["mobile"] == "+852 9123 4567"
+    assert _values(text)["building"] == "Mei Foo Sun Chuen"
+    assert 'data-verified="true"' in text and "CLP" in text     # backed by a bill
+    assert len(re.findall(r"<option value=\"[A-Z]", text)) == 18 + 3   # districts and regions
+
+
+def test_an_edit_is_saved_and_the_next_prefill_shows_it(embedded_app, citizen):
+    resp = _save(citizen, mobile="6123-4567")
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/me/profile")
+    page = citizen.browser.get("/me/profile").get_data(as_text=True)
+    assert "Saved" in page and _values(page)["mobile"] == "+852 6123 4567"
+    assert _values(page)["building"] == "麗港城"
+    assert 'data-verified="false"' in page        # a new address: the old bill no longer backs it
+    td = Flow(embedded_app, TD)
+    tokens = td.tokens(TD_DETAIL)
+    fields = {f["name"]: f for f in _prefill(td, tokens["access_token"]).get_json()["fields"]}
+    assert fields["daytime_phone"]["value"] == "61234567"
+    assert fields["address_line_1"]["value"] == "Flat 3B, 7/F"
+    assert fields["address_line_2"]["value"] == "麗港城, 8 Laguna Street"
+    assert fields["address_line_1"]["verified"] is False
+
+
+def test_edits_outlive_a_restart(tmp_path, request, clock):
+    config = make_config(tmp_path, "embedded", request)
+    app = build_app(config, clock)
+    flow = Flow(app)
+    flow.login(HKID, next_url="/me/profile")
+    assert _save(flow, email="tai.man@example.hk").status_code == 303
+    app.extensions["cdeg"].close()
+    again = Flow(build_app(config, clock))        # the same instance folder
+    again.login(HKID, next_url="/me/profile")
+    assert _values(again.browser.get("/me/profile").get_data(as_text=True))["email"] == \
+        "tai.man@example.hk"
+    again.gw.close()
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"mobile": "9123456"}, "mobile"),                 # 7 digits
+    ({"mobile": "+852 1234 5678"}, "mobile"),          # not a mobile's first digit
+    ({"mobile": "+86 139 1234 5678"}, "mobile"),
+    ({"email": "not-an-address"}, "email"),
+    ({"district": "Atlantis"}, "district"),
+    ({"region": "MACAU"}, "region"),
+    ({"district": ""}, "district"),                    # an address needs its district
+    ({"building": "", "street": ""}, "building"),
+    ({"street": "1 Broadway\r\nSet-Cookie: x"}, "street"),
+    ({"building": "<script>alert(1)</script>"}, "building"),
+    ({"building": "大" * 1001}, "building"),
+])
+def test_bad_input_is_refused_by_field_and_nothing_is_saved(citizen, changes, field):
+    before = citizen.browser.get("/me/profile").get_data(as_text=True)
+    resp = _save(citizen, **changes)
+    assert resp.status_code == 400
+    page = resp.get_data(as_text=True)
+    assert f'id="e-{field}"' in page and "Nothing was saved" in page
+    assert "<script>alert" not in page
+    after = citizen.browser.get("/me/profile").get_data(as_text=True)
+    assert _values(after) == _values(before)
+
+
+def test_chinese_is_welcome_in_every_text_field(citizen):
+    chinese = {"flat": "甲室", "floor": "十二", "block": "第三座", "building": "美孚新邨",
+               "street": "百老匯街一號"}
+    assert _save(citizen, **chinese).status_code == 303
+    shown = _values(citizen.browser.get("/me/profile").get_data(as_text=True))
+    assert {k: shown[k] for k in chinese} == chinese
+
+
+def test_the_page_speaks_traditional_chinese(citizen):
+    page = citizen.browser.get("/me/profile?lang=zh-HK").get_data(as_text=True)
+    assert "手提電話號碼" in page and "深水埗" in page and "儲存" in page and "Save" in page
+
+
+def test_a_save_without_its_csrf_token_or_session_changes_nothing(embedded_app, citizen):
+    form = _form(citizen, mobile="6999 0000")
+    form.pop("csrf_token")
+    assert citizen.browser.post("/me/profile", data=form).status_code == 400
+    stranger = Flow(embedded_app).browser
+    assert stranger.post("/me/profile", data=_form(citizen, mobile="6999 0000")).status_code \
+        in (303, 400)
+    assert _values(citizen.browser.get("/me/profile").get_data(as_text=True))["mobile"] == \
+        "+852 9123 4567"
+
+
+def test_the_profile_needs_a_login(embedded_app):
+    resp = Flow(embedded_app).browser.get("/me/profile")
+    assert resp.status_code == 303 and "/login" in resp.headers["Location"]
