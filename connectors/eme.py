@@ -36,3 +36,7 @@ class EMEConnector(Connector):
         changed loses the proof that backed the old one."""
         return self._load(self.schema, self.client.lookup(
             "/eme/v1/profile/update", {"hkid": hkid, "profile": profile}))
+
+    def record_proof(self, hkid: str, proof: dict) -> None:
+        """Keep a checked address proof; a verified one marks the address as backed."""
+        self.client.lookup("/eme/v1/profile/proof", {"hkid": hkid, "proof": proof})

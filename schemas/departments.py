@@ -10,6 +10,7 @@ DISTRICTS = (
     "Sai Kung", "Islands",
 )
 REGIONS = ("HK", "KLN", "NT")
+ISSUERS = ("WSD", "CLP", "HK Electric", "Towngas")      # the utilities whose bills prove addresses
 TEXT = validate.Length(max=200)
 # marshmallow's Regexp uses re.match: each pattern ends in \Z (``$`` would let a trailing newline
 # through) and names ASCII digits as [0-9] (``\d`` would take any script's digits).
@@ -52,7 +53,15 @@ class ProfileReply(_Reply):
 
 
 class AddressProofReply(_Reply):
-    issuer = fields.String(required=True, validate=validate.OneOf(["WSD", "CLP", "HK Electric", "Towngas"]))
+    issuer = fields.String(required=True, validate=validate.OneOf(ISSUERS))
     account_reference = fields.String(required=True, validate=validate.Regexp(r"\*+[0-9A-Za-z]{1,6}\Z"))
     bill_date = fields.String(required=True, validate=ISO_DATE)
     verified = fields.Boolean(required=True)
+
+
+class BillReply(_Reply):
+    """A utility's bill, as the citizen named it for an address proof."""
+    issuer = fields.String(required=True, validate=validate.OneOf(ISSUERS))
+    account_reference = fields.String(required=True, validate=validate.Regexp(r"\*+[0-9A-Za-z]{1,6}\Z"))
+    bill_date = fields.String(required=True, validate=ISO_DATE)
+    address = fields.Nested(AddressSchema, required=True)

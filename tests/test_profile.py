@@ -5,6 +5,7 @@ half-saved."""
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
 
 import pytest
 
@@ -46,7 +47,9 @@ def test_the_profile_shows_the_citizens_e_me_items_under_their_catalogue_labels(
     assert _values(text)["mobile"] == "+852 9123 4567"
     assert _values(text)["building"] == "Mei Foo Sun Chuen"
     assert 'data-verified="true"' in text and "CLP" in text     # backed by a bill
-    assert len(re.findall(r"<option value=\"[A-Z]", text)) == 18 + 3   # districts and regions
+    district = text[text.index('id="f-district"'):text.index('id="f-region"')]
+    assert len(re.findall(r'<option value="[A-Z]', district)) == 18    # Hong Kong's districts
+    assert "CLP — ****5821" in text                                   # the proof on record
 
 
 def test_an_edit_is_saved_and_the_next_prefill_shows_it(embedded_app, citizen):
@@ -130,3 +133,77 @@ def test_a_save_without_its_csrf_token_or_session_changes_nothing(embedded_app, 
 def test_the_profile_needs_a_login(embedded_app):
     resp = Flow(embedded_app).browser.get("/me/profile")
     assert resp.status_code == 303 and "/login" in resp.headers["Location"]
+
+
+# -- address proofs ----------------------------------------------------------------------------
+
+def _prove(flow, **form):
+    page = flow.browser.get("/me/profile").get_data(as_text=True)
+    return flow.browser.post("/me/profile/proof", data={"csrf_token": flow.csrf(page), **form})
+
+
+def _clp_bill_date(embedded_app) -> str:
+    """The mock CLP bill's date: 50 days before today (connectors/mock/records.yaml)."""
+    return (date.today() - timedelta(days=50)).isoformat()
+
+
+def test_a_recent_bill_to_the_profile_address_verifies_it(embedded_app, citizen):
+    mei_foo = {"flat": "12A", "floor": "12", "block": "Block 3", "building": "Mei Foo Sun Chuen",
+               "street": "1 Broadway", "district": "Sham Shui Po", "region": "KLN"}
+    assert _save(citizen).status_code == 303                # moved away: the proof no longer holds
+    assert _save(citizen, **mei_foo).status_code == 303     # and back, unproven
+    assert 'class="proof" data-verified="false"' in citizen.browser.get(
+        "/me/profile").get_data(as_text=True)
+    resp = _prove(citizen, issuer="CLP", account_reference="3000-1234-5821",
+                  bill_date=_clp_bill_date(embedded_app))
+    assert resp.status_code == 303
+    page = citizen.browser.get("/me/profile").get_data(as_text=True)
+    assert "The bill proves your address" in page and 'data-verified="true"' in page
+    td = Flow(embedded_app, TD)
+    tokens = td.tokens({**TD_DETAIL, "data_items": ["identity.name_en", "identity.hkid",
+                                                     "address.residential"]})
+    data = td.data(tokens["access_token"]).get_json()["items"]
+    assert data["address.residential"]["verified"] is True
+
+
+@pytest.mark.parametrize("form, reason", [
+    ({"issuer": "Towngas", "account_reference": "T77-0001-2345"}, "more than three months old"),
+    ({"issuer": "CLP", "account_reference": "3000-1234-5821", "bill_date": "2026-01-02"},
+     "bill date does not match"),
+    ({"issuer": "WSD", "account_reference": "9100-2233-4455"}, "no such bill in your name"),
+])
+def test_a_bill_that_does_not_prove_the_address_says_why(embedded_app, citizen, form, reason):
+    dated = {"Towngas": 200, "CLP": 50, "WSD": 20}[form["issuer"]]
+    form = {"bill_date": (date.today() - timedelta(days=dated)).isoformat(), **form}
+    assert _prove(citizen, **form).status_code == 303
+    page = citizen.browser.get("/me/profile").get_data(as_text=True)
+    assert "Not verified" in page and reason in page
+    assert 'class="proof" data-verified="true"' in page     # the good proof on record stays
+
+
+def test_a_bill_to_another_address_does_not_verify_it(embedded_app, citizen):
+    assert _save(citizen).status_code == 303          # NEW_ADDRESS, not the bill's
+    resp = _prove(citizen, issuer="CLP", account_reference="3000-1234-5821",
+                  bill_date=_clp_bill_date(embedded_app))
+    assert resp.status_code == 303
+    page = citizen.browser.get("/me/profile").get_data(as_text=True)
+    assert "addressed to another address" in page
+    assert 'class="current-proof" data-verified="false"' in page   # kept, as not verified
+
+
+@pytest.mark.parametrize("form, field", [
+    ({"issuer": "PCCW", "account_reference": "1234-5678", "bill_date": "2026-11-01"}, "issuer"),
+    ({"issuer": "CLP", "account_reference": "<x>", "bill_date": "2026-11-01"},
+     "account_reference"),
+    ({"issuer": "CLP", "account_reference": "1234-5678", "bill_date": "01/11/2026"}, "bill_date"),
+    ({"issuer": "CLP", "account_reference": "1234-5678", "bill_date": "2026-02-30"}, "bill_date"),
+    ({"issuer": "CLP", "account_reference": "1234-5678", "bill_date": "2099-01-01"}, "bill_date"),
+])
+def test_a_malformed_proof_is_refused_by_field_and_nothing_is_asked(citizen, monkeypatch, form,
+                                                                   field):
+    asked = []
+    monkeypatch.setattr(citizen.gw.router.connectors["utilities"], "bill",
+                        lambda *a: asked.append(a))
+    resp = _prove(citizen, **form)
+    assert resp.status_code == 400 and f'id="pe-{field}"' in resp.get_data(as_text=True)
+    assert asked == []

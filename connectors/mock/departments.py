@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import threading
+from datetime import date, timedelta
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,8 @@ AS_OF = {"immd": "2026-01-01T00:00:00Z", "eme": "2026-11-01T00:00:00Z",
 ROUTES = {"/immd/v1/identity": "immd", "/eme/v1/profile": "eme",
           "/utilities/v1/address-proof": "utilities"}
 UPDATE = "/eme/v1/profile/update"
+BILL = "/utilities/v1/bill"                  # a bill named by the citizen: issuer + account
+PROOF = "/eme/v1/profile/proof"              # the outcome of checking it, kept by e-ME
 PROFILE_KEYS = ("mobile", "email", "address")
 
 
@@ -35,8 +38,9 @@ class Departments:
         self.store = Path(store) if store else None
         self._writing = threading.Lock()
         if self.store and self.store.exists():
-            self.data.setdefault("eme", {}).update(
-                json.loads(self.store.read_text(encoding="utf-8")))
+            kept = json.loads(self.store.read_text(encoding="utf-8"))
+            for service in ("eme", "utilities"):
+                self.data.setdefault(service, {}).update(kept.get(service, {}))
 
     def _update_profile(self, body: dict) -> tuple[int, dict]:
         profile = body.get("profile")
@@ -52,21 +56,50 @@ class Departments:
             self._keep()
         return 200, dict(record, as_of=AS_OF["eme"])
 
+    def _bill(self, body: dict) -> tuple[int, dict]:
+        """A bill of the issuer's, for this customer (a bill in another's name is not found)."""
+        bill = self.data.get("bills", {}).get(body.get("issuer"), {}).get(
+            body.get("account_reference"))
+        if bill is None or bill["hkid"] != body["hkid"]:
+            return 404, {"error": "not_found"}
+        dated = (date.today() - timedelta(days=bill["days_ago"])).isoformat()
+        account = body["account_reference"]
+        return 200, {"issuer": body["issuer"], "account_reference": "****" + account[-4:],
+                     "bill_date": dated, "address": bill["address"], "as_of": dated + "T00:00:00Z"}
+
+    def _record_proof(self, body: dict) -> tuple[int, dict]:
+        """Keep a checked proof: the utilities' address-proof record for the citizen, and, when
+        it backs the e-ME address, that address marked as backed by the issuer."""
+        proof = body.get("proof")
+        if not isinstance(proof, dict) or set(proof) != {"issuer", "account_reference",
+                                                         "bill_date", "verified"}:
+            return 400, {"error": "bad_request", "detail": "proof must hold issuer, "
+                                                           "account_reference, bill_date, verified"}
+        with self._writing:
+            self.data.setdefault("utilities", {})[body["hkid"]] = dict(proof)
+            profile = self.data.setdefault("eme", {}).setdefault(
+                body["hkid"], {"mobile": None, "email": None, "address": None})
+            profile["address_verified_by"] = proof["issuer"] if proof["verified"] else None
+            self._keep()
+        return 200, dict(proof, as_of=AS_OF["utilities"])
+
     def _keep(self) -> None:
-        """Write the e-ME profiles to the store, whole or not at all."""
+        """Write the citizens' e-ME profiles and proofs to the store, whole or not at all."""
         if self.store is None:
             return
         self.store.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.store.parent, prefix=".eme-")
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(self.data["eme"], out, ensure_ascii=False)
+            json.dump({"eme": self.data["eme"], "utilities": self.data.get("utilities", {})},
+                      out, ensure_ascii=False)
         os.replace(tmp, self.store)
 
     def answer(self, path: str, body) -> tuple[int, dict]:
-        if path == UPDATE:
+        writes = {UPDATE: self._update_profile, BILL: self._bill, PROOF: self._record_proof}
+        if path in writes:
             if not isinstance(body, dict) or not isinstance(body.get("hkid"), str):
                 return 400, {"error": "bad_request", "detail": "hkid required in the JSON body"}
-            return self._update_profile(body)
+            return writes[path](body)
         store = ROUTES.get(path)
         if store is None:
             return 404, {"error": "no_such_service"}

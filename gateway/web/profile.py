@@ -2,12 +2,14 @@
 edited; reached through the e-ME connector, in-process or over HTTP, like every source."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from flask import redirect, request, session, url_for
 from marshmallow import ValidationError
 
-from gateway import citizens, runtime
+from gateway import address_proofs, citizens, runtime
 from schemas.catalogue import label
-from schemas.departments import DISTRICTS, REGIONS
+from schemas.departments import DISTRICTS, ISSUERS, REGIONS
 from schemas.profile import ADDRESS_TEXT, ProfileEdit
 
 from .i18n import translator
@@ -23,6 +25,19 @@ def _hkid(gw, subject_id: str) -> str:
         return citizens.by_subject(conn, subject_id)["hkid"]
 
 
+def _citizen():
+    """(the gateway, the signed-in citizen's HKID), or None when nobody is signed in."""
+    subject_id = signed_in()
+    if not subject_id:
+        return None
+    gw = runtime.current()
+    return gw, _hkid(gw, subject_id)
+
+
+def _to_login():
+    return redirect(url_for("web.login_page", next="/me/profile"), code=303)
+
+
 def _shown(profile: dict | None) -> dict:
     """The form's values from an e-ME profile."""
     profile = profile or {}
@@ -31,11 +46,19 @@ def _shown(profile: dict | None) -> dict:
             **{k: address.get(k) or "" for k in (*ADDRESS_TEXT, "district", "region")}}
 
 
-def _page(profile: dict | None, values: dict, errors: dict, status: int = 200, notice=None):
+def _page(gw, hkid: str, values: dict, errors: dict, status: int = 200, notice=None,
+          proof_values=None, proof_errors=None):
     current = lang()
+    profile = gw.router.connectors["eme"].profile(hkid)
+    if values is None:
+        values = _shown(profile)
+    t = translator(current)[0]
     return render("profile.html", status, values=values, errors=errors, notice=notice,
-                  districts=DISTRICTS, regions=REGIONS,
+                  districts=DISTRICTS, regions=REGIONS, issuers=ISSUERS,
                   verified_by=(profile or {}).get("address_verified_by"),
+                  proof=gw.router.connectors["utilities"].proof(hkid),
+                  proof_values=proof_values or {},
+                  proof_errors={k: t(v) for k, v in (proof_errors or {}).items()},
                   labels={item: label(item, current) for item in
                           ("contact.mobile", "contact.email", "address.residential")})
 
@@ -59,23 +82,19 @@ def _messages(errors: dict) -> dict:
 
 @bp.get("/me/profile")
 def profile_page():
-    subject_id = signed_in()
-    if not subject_id:
-        return redirect(url_for("web.login_page", next="/me/profile"), code=303)
-    gw = runtime.current()
-    profile = gw.router.connectors["eme"].profile(_hkid(gw, subject_id))
-    notice = translator(lang())[0]("profile.saved") if session.pop("profile_saved", None) \
-        else None
-    return _page(profile, _shown(profile), {}, notice=notice)
+    if (citizen := _citizen()) is None:
+        return _to_login()
+    told = session.pop("profile_notice", None)
+    notice = translator(lang())[0](told) if isinstance(told, str) else None
+    return _page(*citizen, None, {}, notice=notice)
 
 
 @bp.post("/me/profile")
 def profile_save():
     check_csrf()
-    subject_id = signed_in()
-    if not subject_id:
-        return redirect(url_for("web.login_page", next="/me/profile"), code=303)
-    gw = runtime.current()
+    if (citizen := _citizen()) is None:
+        return _to_login()
+    gw, hkid = citizen
     sent = {name: request.form.get(name, "") for name in FIELDS}
     too_long = {name: ["too long"] for name, value in sent.items() if len(value) > MAX_FIELD}
     try:
@@ -83,9 +102,25 @@ def profile_save():
             raise ValidationError(too_long)
         edited = EDIT.load(sent)
     except ValidationError as exc:   # nothing saved; the form comes back with what was sent
-        hkid = _hkid(gw, subject_id)
-        return _page(gw.router.connectors["eme"].profile(hkid), sent, _messages(exc.messages),
-                     status=400)
-    gw.router.connectors["eme"].update(_hkid(gw, subject_id), edited)
-    session["profile_saved"] = True
+        return _page(gw, hkid, sent, _messages(exc.messages), status=400)
+    gw.router.connectors["eme"].update(hkid, edited)
+    session["profile_notice"] = "profile.saved"
+    return redirect(url_for("web.profile_page"), code=303)
+
+
+@bp.post("/me/profile/proof")
+def proof_add():
+    check_csrf()
+    if (citizen := _citizen()) is None:
+        return _to_login()
+    gw, hkid = citizen
+    sent = {k: request.form.get(k, "")[:MAX_FIELD] for k in
+            ("issuer", "account_reference", "bill_date")}
+    today = datetime.fromtimestamp(gw.clock.now(), timezone.utc).date()
+    try:
+        issuer, account, bill_date = address_proofs.parse(sent, today)
+    except address_proofs.ProofInputError as exc:   # nothing asked, nothing kept
+        return _page(gw, hkid, None, {}, status=400, proof_values=sent, proof_errors=exc.errors)
+    outcome = address_proofs.check(gw, hkid, issuer, account, bill_date)
+    session["profile_notice"] = "proof.verified" if outcome.verified else outcome.reason
     return redirect(url_for("web.profile_page"), code=303)
