@@ -289,3 +289,30 @@ def test_language_asked_before_login_is_remembered_through_it(live_gateway, chro
     wait(browser, path_is("/oauth/authorize"), "Verify did not lead to the consent screen")
     assert_consent_screen_in_chinese(browser)
     assert console_errors(browser) == []
+
+
+def test_citizen_unticks_an_optional_item_and_it_is_not_shared(live_gateway, chromium):
+    """On the consent screen an optional item has a checkbox named by its label; unticking it
+    keeps it out of the consent, the token and every read."""
+    browser = chromium()
+    bank = bank_of(live_gateway)
+    detail = {**DETAIL, "data_items": [*DETAIL["data_items"], "contact.mobile"]}
+    resp, verifier = bank.push(detail, state="untick")
+    assert resp.status_code == 201, resp.text
+    browser.get(bank.authorize_url(resp.json()["request_uri"]))
+    log_in(browser)
+    wait(browser, path_is("/oauth/authorize"), "Verify did not lead to the consent screen")
+    assert "+852 9123 4567" in browser.find_element(By.TAG_NAME, "main").text
+    boxes = {b.accessible_name.strip(): b
+             for b in browser.find_elements(By.CSS_SELECTOR, 'input[type="checkbox"]')}
+    assert set(boxes) == {"Mobile number"}       # required items have none
+    boxes["Mobile number"].click()
+    assert not boxes["Mobile number"].is_selected()
+    button_named(browser, "Approve").click()
+    wait(browser, lambda d: d.current_url.startswith(BANK_REDIRECT),
+         "Approve did not send the browser to the bank's redirect_uri")
+    code = parse_qs(urlsplit(browser.current_url).query)["code"][0]
+    tokens = bank.token(code, verifier).json()
+    assert "contact.mobile" not in tokens["authorization_details"][0]["data_items"]
+    assert "contact.mobile" not in bank.data(tokens["access_token"]).json()["items"]
+    assert console_errors(browser) == []

@@ -260,3 +260,56 @@ def test_a_prefill_over_real_http_against_the_mock_departments(tmp_path, request
         assert fields["owner_surname"] == "CHAN" and fields["daytime_phone"] == "91234567"
     finally:
         app.extensions["cdeg"].close()
+
+
+# -- the consent screen: each value and its source, optional items the citizen may untick -----
+
+def _untick(td, detail, keep_optional: list[str]):
+    resp = td.par(detail)
+    td.login()
+    request_uri = resp.get_json()["request_uri"]
+    page = td.consent_page(request_uri).get_data(as_text=True)
+    offered = [i for i in detail["data_items"] if f'name="offered" value="{i}"' in page]
+    answer = td.browser.post("/oauth/authorize", data={
+        "csrf_token": td.csrf(page), "client_id": td.client_id, "request_uri": request_uri,
+        "decision": "approve", "offered": offered, "items": keep_optional})
+    return page, td.token(td.query(answer)["code"]).get_json()
+
+
+def test_the_consent_screen_shows_values_and_lets_only_optional_items_be_unticked(app):
+    td = Flow(app, TD)
+    page, tokens = _untick(td, TD_DETAIL, keep_optional=[])
+    # values and their sources are on the screen before approval
+    assert "CHAN, Tai Man" in page and "immd" in page and "+852 9123 4567" in page
+    # contact.mobile is optional in the Transport Department's policy; the rest are required
+    assert 'name="items" value="contact.mobile"' in page
+    for required in ("identity.name_en", "identity.hkid", "address.residential"):
+        assert f'name="items" value="{required}"' not in page
+    kept = ["identity.name_en", "identity.hkid", "address.residential"]
+    assert tokens["authorization_details"][0]["data_items"] == kept
+    refused = td.data(tokens["access_token"], items="contact.mobile")   # releases nothing
+    assert refused.status_code == 403
+    body = td.data(tokens["access_token"]).get_json()                   # the once read
+    assert sorted(body["items"]) == sorted(kept)
+
+
+def test_an_unticked_item_leaves_its_form_field_missing(app):
+    td = Flow(app, TD)
+    _, tokens = _untick(td, TD_DETAIL, keep_optional=[])
+    body = _prefill(td, tokens["access_token"]).get_json()
+    assert "daytime_phone" in body["missing"]
+    assert "daytime_phone" not in {f["name"] for f in body["fields"]}
+
+
+def test_a_required_item_cannot_be_unticked_by_a_crafted_post(app):
+    td = Flow(app, TD)
+    resp = td.par(TD_DETAIL)
+    td.login()
+    request_uri = resp.get_json()["request_uri"]
+    page = td.consent_page(request_uri).get_data(as_text=True)
+    answer = td.browser.post("/oauth/authorize", data={
+        "csrf_token": td.csrf(page), "client_id": td.client_id, "request_uri": request_uri,
+        "decision": "approve", "offered": ["identity.hkid", "contact.mobile"],
+        "items": ["contact.mobile"]})
+    tokens = td.token(td.query(answer)["code"]).get_json()
+    assert tokens["authorization_details"][0]["data_items"] == TD_DETAIL["data_items"]

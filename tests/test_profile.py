@@ -207,3 +207,29 @@ def test_a_malformed_proof_is_refused_by_field_and_nothing_is_asked(citizen, mon
     resp = _prove(citizen, **form)
     assert resp.status_code == 400 and f'id="pe-{field}"' in resp.get_data(as_text=True)
     assert asked == []
+
+
+def test_a_field_that_is_not_utf8_is_refused_and_nothing_is_saved(citizen):
+    page = citizen.browser.get("/me/profile").get_data(as_text=True)
+    before = _values(page)
+    body = (f"csrf_token={citizen.csrf(page)}&mobile=%2B852+9123+4567&building=%FF%FE"
+            "&district=Eastern&region=HK").encode()
+    resp = citizen.browser.post("/me/profile", data=body,
+                                content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 400
+    assert _values(citizen.browser.get("/me/profile").get_data(as_text=True)) == before
+
+
+def test_the_profile_is_edited_over_http_through_the_e_me_connector(tmp_path, request, clock,
+                                                                    departments_server):
+    config = make_config(tmp_path, "embedded", request, departments_url=departments_server)
+    app = build_app(config, clock)
+    flow = Flow(app)
+    flow.login(HKID, next_url="/me/profile")
+    assert _save(flow, mobile="5123 4567").status_code == 303
+    app.extensions["cdeg"].close()
+    again = Flow(build_app(config, clock))      # a new gateway; e-ME, its own service, kept it
+    again.login(HKID, next_url="/me/profile")
+    assert _values(again.browser.get("/me/profile").get_data(as_text=True))["mobile"] == \
+        "+852 5123 4567"
+    again.gw.close()

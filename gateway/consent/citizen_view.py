@@ -34,8 +34,10 @@ def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
         values = gw.router.fetch(citizen["hkid"], consent["data_items"])
     except SourceUnavailable:
         values = {}
-    rows = [{"item": i, "label": label(i, lang), **values.get(i, {"value": None})}
-            for i in consent["data_items"]]
+    purpose = (requester["policy"] or {}).get("purposes", {}).get(consent["purpose"], {})
+    optional = set(purpose.get("items", {}).get("optional", []))
+    rows = [{"item": i, "label": label(i, lang), "optional": i in optional,
+             **values.get(i, {"value": None})} for i in consent["data_items"]]
     until = None
     if consent["duration"]:
         until = rfc3339(gw.clock.now() + seconds(consent["duration"]))[:10]

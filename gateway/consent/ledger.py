@@ -88,8 +88,8 @@ def transition(conn: Connection, now: int, consent: dict, event: str, *, subject
     entries.append(conn, now, f"consent.{target.value}",
                    citizen=changes.get("subject_id") or consent.get("subject_id"),
                    client_id=consent["client_id"],
-                   subject=subject, consent_id=consent["consent_id"], items=consent["data_items"],
-                   route=route)
+                   subject=subject, consent_id=consent["consent_id"],
+                   items=changes.get("data_items", consent["data_items"]), route=route)
     return {**consent, **changes}
 
 

@@ -105,8 +105,19 @@ def _redirect(uri: str, params: dict) -> str:
     return uri + sep + urlencode({k: v for k, v in params.items() if v is not None})
 
 
-def decide(gw, conn, pushed: dict, citizen: dict, approve: bool) -> str:
-    """Record the citizen's answer and answer the URL to send the browser to (RFC 9207 iss)."""
+def kept_items(consent: dict, policy: dict | None, dropped: set[str]) -> list[str]:
+    """The items a consent keeps when the citizen unticked ``dropped`` on the consent screen:
+    only items the policy marks optional for the purpose can go; required ones always stay."""
+    purpose = (policy or {}).get("purposes", {}).get(consent["purpose"], {})
+    optional = set(purpose.get("items", {}).get("optional", []))
+    return [i for i in consent["data_items"] if i not in (dropped & optional)]
+
+
+def decide(gw, conn, pushed: dict, citizen: dict, approve: bool,
+           dropped: set[str] = frozenset()) -> str:
+    """Record the citizen's answer and answer the URL to send the browser to (RFC 9207 iss).
+    ``dropped``: optional items the citizen unticked; the consent, its tokens and every release
+    then hold only the rest."""
     now = gw.clock.now()
     taken = conn.execute(update(pushed_requests)
                          .where(pushed_requests.c.request_uri == pushed["request_uri"],
@@ -133,8 +144,13 @@ def decide(gw, conn, pushed: dict, citizen: dict, approve: bool) -> str:
             "error_description": "the requester's policy no longer allows this request", **base})
     lifetime = seconds(consent["duration"]) if consent["duration"] else \
         max_duration_seconds(requester["policy"], consent["purpose"])
+    items = kept_items(consent, requester["policy"], dropped)
+    narrowed = {} if items == consent["data_items"] else {
+        "data_items": items,
+        "authorization_details": [{**consent["authorization_details"][0], "data_items": items}]}
     ledger.transition(conn, now, consent, "approved", subject=subject,
-                      values={"subject_id": citizen["subject_id"], "expires_at": now + lifetime})
+                      values={"subject_id": citizen["subject_id"], "expires_at": now + lifetime,
+                              **narrowed})
     code = secrets.token_urlsafe(32)
     conn.execute(authorization_codes.insert().values(
         code_hash=_hash(code), consent_id=consent["consent_id"], client_id=consent["client_id"],

@@ -47,6 +47,9 @@ def authorize():
         pushed = grant.load_pushed(runtime.current(), conn, request.form.get("client_id"),
                                    request.form.get("request_uri"))
         citizen = by_subject(conn, signed_in())
-        target = grant.decide(runtime.current(), conn, pushed, citizen, approve=decision == "approve")
+        offered = set(request.form.getlist("offered"))      # the optional items shown ticked
+        dropped = offered - set(request.form.getlist("items"))
+        target = grant.decide(runtime.current(), conn, pushed, citizen,
+                              approve=decision == "approve", dropped=dropped)
     session.pop("demo_code", None)
     return redirect(target, code=303)

@@ -2,6 +2,7 @@
 edited; reached through the e-ME connector, in-process or over HTTP, like every source."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from flask import redirect, request, session, url_for
@@ -23,6 +24,15 @@ MAX_FIELD = 1000     # characters: longer is refused before validation
 def _hkid(gw, subject_id: str) -> str:
     with gw.reads.connect() as conn:
         return citizens.by_subject(conn, subject_id)["hkid"]
+
+
+# Bytes that were not UTF-8: werkzeug leaves such an escape as it came ("%FF") in a urlencoded
+# form and turns it into U+FFFD in a multipart one. Either is refused, never saved.
+_UNDECODED = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]|\ufffd")
+
+
+def _not_utf8(value: str) -> bool:
+    return bool(_UNDECODED.search(value))
 
 
 def _citizen():
@@ -69,7 +79,9 @@ def _messages(errors: dict) -> dict:
     shown = {}
     for name, reasons in errors.items():
         text = " ".join(reasons) if isinstance(reasons, list) else str(reasons)
-        if "markup" in text:
+        if "UTF-8" in text:
+            shown[name] = t("profile.error.encoding")
+        elif "markup" in text:
             shown[name] = t("profile.error.markup")
         elif "Longer than" in text or "too long" in text:
             shown[name] = t("profile.error.too_long")
@@ -96,10 +108,11 @@ def profile_save():
         return _to_login()
     gw, hkid = citizen
     sent = {name: request.form.get(name, "") for name in FIELDS}
+    unreadable = {name: ["not UTF-8"] for name, value in sent.items() if _not_utf8(value)}
     too_long = {name: ["too long"] for name, value in sent.items() if len(value) > MAX_FIELD}
     try:
-        if too_long:
-            raise ValidationError(too_long)
+        if unreadable or too_long:
+            raise ValidationError({**too_long, **unreadable})
         edited = EDIT.load(sent)
     except ValidationError as exc:   # nothing saved; the form comes back with what was sent
         return _page(gw, hkid, sent, _messages(exc.messages), status=400)
