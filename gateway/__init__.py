@@ -37,6 +37,13 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     forms()   # every form file valid before anything serves (FormError names file and key)
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
     gw = Gateway(config, clock=clock, departments=departments)
+    from gateway.requester_registry import check_stored_policies
+    try:
+        with gw.db.connect() as conn:
+            check_stored_policies(conn)   # PolicyError names the requester and the key
+    except Exception:
+        gw.close()
+        raise
     runtime.attach(app, gw)
     app.config.update(
         CDEG_ISSUER=config.issuer,

@@ -8,7 +8,7 @@ import json
 import re
 
 from jwcrypto import jwk
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 
 from gateway.store.db import requesters
@@ -249,6 +249,17 @@ def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dic
         conn.execute(requesters.update().where(requesters.c.client_id == client_id).values(**values))
     else:
         conn.execute(requesters.insert().values(client_id=client_id, created_at=now, **values))
+
+
+def check_stored_policies(conn: Connection) -> None:
+    """Every registered requester's policy still names only known items and forms (a catalogue
+    item or a form file removed since it was registered): PolicyError naming the requester and
+    the key, so the gateway does not start on a policy it cannot apply."""
+    if not inspect(conn).has_table("requesters"):
+        return                                   # not migrated yet: nothing registered
+    for client_id, policy in conn.execute(select(requesters.c.client_id, requesters.c.policy)):
+        if policy is not None:
+            validate_policy(policy, source=f"policy of {client_id}")
 
 
 def well_formed_client_id(client_id) -> bool:

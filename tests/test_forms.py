@@ -313,3 +313,31 @@ def test_a_required_item_cannot_be_unticked_by_a_crafted_post(app):
         "items": ["contact.mobile"]})
     tokens = td.token(td.query(answer)["code"]).get_json()
     assert tokens["authorization_details"][0]["data_items"] == TD_DETAIL["data_items"]
+
+
+def test_the_gateway_does_not_start_on_a_stored_policy_naming_a_form_that_is_gone(tmp_path,
+                                                                                request, clock):
+    import copy
+
+    from sqlalchemy import update
+
+    from gateway import create_app
+    from gateway.store.db import requesters
+    from policies.engine import PolicyError
+
+    from .conftest import build_app, make_config
+    config = make_config(tmp_path, "embedded", request)
+    app = build_app(config, clock)
+    gw = app.extensions["cdeg"]
+    with gw.db.connect() as conn:
+        policy = copy.deepcopy(conn.execute(select(requesters.c.policy).where(
+            requesters.c.client_id == TD)).scalar())
+    policy["purposes"]["vehicle-licence-renewal"]["forms"] = ["vehicle-licence-renewal",
+                                                              "withdrawn-form"]
+    with gw.transaction() as conn:
+        conn.execute(update(requesters).where(requesters.c.client_id == TD).values(policy=policy))
+    gw.close()
+    with pytest.raises(PolicyError) as refused:
+        create_app(config, clock=clock)
+    assert "policy of transport-department" in str(refused.value)
+    assert "purposes.vehicle-licence-renewal.forms[1]" in str(refused.value)
