@@ -33,6 +33,7 @@ MAX_REPLY_BYTES = 256 * 1024   # a department's reply about one citizen is a few
 READ_CHUNK = 16 * 1024
 RETRY_STATUSES = (502, 503, 504)
 STATUS_RETRIES = 2             # further attempts after a 502/503/504, backing off
+WRITES = "/eme/v1/profile/"     # the paths that change something: update, proof
 STATUS_BACKOFF = 0.1           # seconds, doubled each time; a Retry-After header is not obeyed
 
 
@@ -83,12 +84,23 @@ class DepartmentsClient:
             adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
             self.session.mount("http://", adapter)
             self.session.mount("https://", adapter)
+            # writes (e-ME edits under WRITES) are retried only when the connection was never
+            # made: one that timed out after being sent may have been applied
+            writes = Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.1,
+                           allowed_methods=("POST",), raise_on_status=False)
+            self.session.mount(self.base_url + WRITES, HTTPAdapter(max_retries=writes,
+                                                                   pool_maxsize=16))
         else:
             from connectors.mock.departments import Departments
             self.base_url = IN_PROCESS_BASE
             self.in_process = in_process or Departments()
 
-    def lookup(self, path: str, payload: dict) -> dict:
+    def write(self, path: str, payload: dict) -> dict:
+        """POST a change to a department (under ``WRITES``): never retried once sent."""
+        assert path.startswith(WRITES)
+        return self.lookup(path, payload, retried=False)
+
+    def lookup(self, path: str, payload: dict, *, retried: bool = True) -> dict:
         """POST a lookup (the lookups are reads: safe to retry) and answer the JSON reply.
 
         Identifiers go in the body, never in the URL, so they stay out of access logs.
@@ -100,15 +112,15 @@ class DepartmentsClient:
             except (TypeError, ValueError, RecursionError) as exc:
                 raise BadReply(f"{path}: answered a body that is not JSON") from exc
             return self._check(path, status, "application/json", lambda: wire)
-        resp = self._post(path, payload)
+        resp = self._post(path, payload, STATUS_RETRIES if retried else 0)
         try:
             return self._check(path, resp.status_code, resp.headers.get("Content-Type", ""),
                                lambda: self._read_capped(path, resp))
         finally:
             resp.close()   # an unread rest is dropped with the connection, not drained
 
-    def _post(self, path: str, payload: dict) -> requests.Response:
-        for attempt in range(STATUS_RETRIES + 1):
+    def _post(self, path: str, payload: dict, retries: int) -> requests.Response:
+        for attempt in range(retries + 1):
             if attempt:
                 time.sleep(STATUS_BACKOFF * 2 ** (attempt - 1))
             try:
@@ -118,7 +130,7 @@ class DepartmentsClient:
                 raise SourceTimeout(f"{path}: no answer in time") from exc
             except requests.RequestException as exc:
                 raise SourceUnavailable(f"{path}: no answer") from exc
-            if resp.status_code not in RETRY_STATUSES or attempt == STATUS_RETRIES:
+            if resp.status_code not in RETRY_STATUSES or attempt == retries:
                 return resp
             resp.close()
         raise AssertionError("unreachable")

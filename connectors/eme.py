@@ -34,9 +34,9 @@ class EMEConnector(Connector):
     def update(self, hkid: str, profile: dict) -> dict:
         """Replace the citizen's self-declared items (mobile, email, address); an address that
         changed loses the proof that backed the old one."""
-        return self._load(self.schema, self.client.lookup(
+        return self._load(self.schema, self.client.write(
             "/eme/v1/profile/update", {"hkid": hkid, "profile": profile}))
 
     def record_proof(self, hkid: str, proof: dict) -> None:
         """Keep a checked address proof; a verified one marks the address as backed."""
-        self.client.lookup("/eme/v1/profile/proof", {"hkid": hkid, "proof": proof})
+        self.client.write("/eme/v1/profile/proof", {"hkid": hkid, "proof": proof})

@@ -63,12 +63,12 @@ def _same_address(a: dict | None, b: dict | None) -> bool:
 
 
 def check(gw, hkid: str, issuer: str, account: str, bill_date: date) -> Outcome:
-    connectors = gw.router.connectors
-    bill = connectors["utilities"].bill(hkid, issuer, account)
+    ask = gw.router.ask
+    bill = ask("utilities", "bill", hkid, issuer, account)
     if bill is None:
         return Outcome(False, "proof.reason.not_found", None)
     today = datetime.fromtimestamp(gw.clock.now(), timezone.utc).date()
-    profile = connectors["eme"].profile(hkid) or {}
+    profile = ask("eme", "profile", hkid) or {}
     if bill["bill_date"] != bill_date.isoformat():
         reason = "proof.reason.date_mismatch"
     elif (today - date.fromisoformat(bill["bill_date"])).days > MAX_AGE_DAYS:
@@ -80,5 +80,5 @@ def check(gw, hkid: str, issuer: str, account: str, bill_date: date) -> Outcome:
     proof = {"issuer": bill["issuer"], "account_reference": bill["account_reference"],
              "bill_date": bill["bill_date"], "verified": reason is None}
     if reason is None or not profile.get("address_verified_by"):
-        connectors["eme"].record_proof(hkid, proof)   # a failed try never undoes a good proof
+        ask("eme", "record_proof", hkid, proof)   # a failed try never undoes a good proof
     return Outcome(reason is None, reason, proof)

@@ -52,7 +52,7 @@ def validate(doc, *, source: str = "policy") -> dict:
         fail("", "a policy is a mapping with 'requester' and 'purposes'")
     unknown = set(doc) - {"requester", "purposes"}
     if unknown:
-        fail(sorted(unknown)[0], "unknown key")
+        fail(sorted(map(str, unknown))[0], "unknown key")
     requester = doc.get("requester")
     if not isinstance(requester, str) or not requester:
         fail("requester", "must name the client_id this policy governs")
@@ -67,9 +67,9 @@ def validate(doc, *, source: str = "policy") -> dict:
             fail(at, "a purpose id is lower-case letters, digits and dashes")
         if not isinstance(spec, dict):
             fail(at, "must be a mapping")
-        for key in sorted(set(spec) - PURPOSE_KEYS - OPTIONAL_PURPOSE_KEYS):
+        for key in sorted(map(str, set(spec) - PURPOSE_KEYS - OPTIONAL_PURPOSE_KEYS)):
             fail(f"{at}.{key}", "unknown key")
-        for key in sorted(PURPOSE_KEYS - set(spec)):
+        for key in sorted(PURPOSE_KEYS - set(map(str, spec))):
             fail(f"{at}.{key}", "missing")
         desc = spec["description"]
         if not isinstance(desc, dict) or not all(isinstance(desc.get(k), str) and desc[k]
@@ -86,7 +86,7 @@ def validate(doc, *, source: str = "policy") -> dict:
             if not isinstance(values, list):
                 fail(f"{at}.items.{group}", "must be a list")
             for i, item in enumerate(values):
-                if item not in known:
+                if not isinstance(item, str) or item not in known:
                     fail(f"{at}.items.{group}[{i}]", f"unknown data item {item!r}")
         if not required and not optional:
             fail(f"{at}.items", "lists no data item")
@@ -102,8 +102,11 @@ def validate(doc, *, source: str = "policy") -> dict:
         if not isinstance(named_forms, list):
             fail(f"{at}.forms", "must be a list of form ids")
         for i, form_id in enumerate(named_forms):
-            if form_id not in forms():
+            if not isinstance(form_id, str) or form_id not in forms():
                 fail(f"{at}.forms[{i}]", f"unknown form {form_id!r}")
+            if not {f["item"] for f in forms()[form_id]["fields"]} & (set(required) | set(optional)):
+                fail(f"{at}.forms[{i}]", f"the purpose lists none of the items form "
+                                         f"{form_id!r} is filled from")   # it would stay empty
         clean["purposes"][pid] = {
             "description": {"en": desc["en"], "zh-HK": desc["zh-HK"]},
             "legal_basis": spec["legal_basis"],

@@ -10,6 +10,9 @@ DISTRICTS = (
     "Sai Kung", "Islands",
 )
 REGIONS = ("HK", "KLN", "NT")
+REGION_OF = {**dict.fromkeys(("Central and Western", "Wan Chai", "Eastern", "Southern"), "HK"),
+             **dict.fromkeys(("Yau Tsim Mong", "Sham Shui Po", "Kowloon City", "Wong Tai Sin",
+                              "Kwun Tong"), "KLN")}   # the other nine districts: NT
 ISSUERS = ("WSD", "CLP", "HK Electric", "Towngas")      # the utilities whose bills prove addresses
 TEXT = validate.Length(max=200)
 # marshmallow's Regexp uses re.match: each pattern ends in \Z (``$`` would let a trailing newline

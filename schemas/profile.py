@@ -7,7 +7,7 @@ import re
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
 
-from schemas.departments import DISTRICTS, NO_CONTROL, REGIONS
+from schemas.departments import DISTRICTS, NO_CONTROL, REGION_OF, REGIONS
 
 # 8 digits starting 4-9 (Hong Kong mobiles), with or without +852, spaces or dashes between
 MOBILE = re.compile(r"(?:\+852)?([4-9][0-9]{7})\Z")
@@ -57,6 +57,9 @@ class ProfileEdit(Schema):
                     errors[key] = ["required for an address"]
             if not (address["building"] or address["street"]):
                 errors["building"] = ["a building or a street is required for an address"]
+            if address["district"] and address["region"] and \
+                    REGION_OF.get(address["district"], "NT") != address["region"]:
+                errors["region"] = [f"{address['district']} is not in that region"]
         if errors:
             raise ValidationError(errors)
         return {"mobile": mobile, "email": data.get("email"),

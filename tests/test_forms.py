@@ -341,3 +341,65 @@ def test_the_gateway_does_not_start_on_a_stored_policy_naming_a_form_that_is_gon
         create_app(config, clock=clock)
     assert "policy of transport-department" in str(refused.value)
     assert "purposes.vehicle-licence-renewal.forms[1]" in str(refused.value)
+
+
+def test_a_source_with_no_record_for_the_citizen_leaves_its_fields_missing(app):
+    """WONG Siu Ling has no address proof at the utilities: the bank's form comes back with
+    that field missing — not a 502 saying the utilities are down."""
+    bank = Flow(app)
+    detail = {**BANK_DETAIL, "data_items": [*BANK_DETAIL["data_items"], "address.proof"]}
+    resp = bank.par(detail)
+    bank.login("G123456(A)")
+    answer = bank.decide(resp.get_json()["request_uri"])
+    tokens = bank.token(bank.query(answer)["code"]).get_json()
+    resp = _prefill(bank, tokens["access_token"], "bank-account-opening")
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert "address_proof" in body["missing"]
+    assert {f["name"]: f["value"] for f in body["fields"]}["surname"] == "WONG"
+    released = [e for e in _entries(bank.gw, tokens["consent_id"]) if e["event"] == "data.released"]
+    assert "address.proof" not in released[-1]["items"]      # only what some field shows
+
+
+def test_a_prefill_under_a_policy_allowing_none_of_the_items_is_refused_like_a_data_call(flow):
+    from .test_policy_narrowing import _narrow
+    tokens = flow.tokens(BANK_DETAIL)
+    _narrow(flow, lambda p: p.update(items={"required": [], "optional": ["contact.email"]}))
+    resp = _prefill(flow, tokens["access_token"], "bank-account-opening")
+    assert resp.status_code == 403 and resp.get_json()["type"].endswith("/problems/outside-consent")
+
+
+def test_a_policy_naming_a_form_it_cannot_fill_at_all_is_refused(tmp_path):
+    from policies.engine import POLICY_DIR, PolicyError
+    from policies.engine import load_file as load_policy
+    doc = yaml.safe_load((POLICY_DIR / "transport-department.yaml").read_text(encoding="utf-8"))
+    doc["purposes"]["vehicle-licence-renewal"]["items"] = {"required": ["identity.sex"],
+                                                           "optional": []}
+    path = tmp_path / "td.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(PolicyError) as refused:
+        load_policy(path)
+    assert "forms[0]" in str(refused.value) and "none of the items" in str(refused.value)
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda d: d["fields"][0].update(item=["identity.name_en"]), "fields[0].item"),
+    (lambda d: d["fields"][0].update(transform=["surname"]), "fields[0].transform"),
+    (lambda d: d.update({7: "seven"}), "7"),
+])
+def test_a_form_file_of_the_wrong_types_is_refused_not_a_crash(tmp_path, change, where):
+    from schemas.forms import FORMS_DIR
+    doc = yaml.safe_load((FORMS_DIR / "vehicle-licence-renewal.yaml").read_text(encoding="utf-8"))
+    change(doc)
+    path = tmp_path / "vehicle-licence-renewal.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(FormError) as refused:
+        load_folder(tmp_path)
+    assert refused.value.where == f"{path}: {where}"
+
+
+def test_address_lines_keep_what_the_citizen_already_wrote():
+    address = {"flat": "Flat 12A", "floor": "12/F", "block": None, "building": "Mei Foo",
+               "street": None, "district": "Sham Shui Po", "region": "KLN"}
+    assert t.address_line_1(address) == "Flat 12A, 12/F"
+    assert t.address_line_1({**address, "flat": "12室", "floor": "G/F"}) == "12室, G/F"

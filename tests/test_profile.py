@@ -233,3 +233,45 @@ def test_the_profile_is_edited_over_http_through_the_e_me_connector(tmp_path, re
     assert _values(again.browser.get("/me/profile").get_data(as_text=True))["mobile"] == \
         "+852 5123 4567"
     again.gw.close()
+
+
+def test_a_profile_post_missing_fields_is_refused_not_taken_as_blanks(citizen):
+    page = citizen.browser.get("/me/profile").get_data(as_text=True)
+    before = _values(page)
+    resp = citizen.browser.post("/me/profile", data={"csrf_token": citizen.csrf(page),
+                                                      "mobile": "6123 4567"})
+    assert resp.status_code == 400
+    assert _values(citizen.browser.get("/me/profile").get_data(as_text=True)) == before
+
+
+def test_a_district_in_another_region_is_refused(citizen):
+    resp = _save(citizen, district="Sham Shui Po", region="HK")
+    assert resp.status_code == 400 and 'id="e-region"' in resp.get_data(as_text=True)
+
+
+def test_moving_takes_the_proof_with_the_old_address(embedded_app, citizen):
+    assert _save(citizen).status_code == 303          # NEW_ADDRESS: the CLP bill was for Mei Foo
+    page = citizen.browser.get("/me/profile").get_data(as_text=True)
+    assert 'class="proof" data-verified="false"' in page
+    assert 'class="current-proof" data-verified="false"' in page
+    bank = Flow(embedded_app)
+    detail = {"type": "cdeg_data", "purpose": "ekyc-account-opening", "access": "once",
+              "data_items": ["identity.name_en", "identity.hkid", "identity.date_of_birth",
+                             "address.residential", "address.proof"]}
+    items = bank.data(bank.tokens(detail)["access_token"]).get_json()["items"]
+    assert items["address.proof"]["verified"] is False
+    assert items["address.residential"]["verified"] is False
+
+
+@pytest.mark.parametrize("down", ["eme", "utilities"])
+def test_a_source_that_is_down_shows_a_502_page_on_the_profile(citizen, monkeypatch, down):
+    from connectors.base import SourceUnavailable
+
+    def refused(*args):
+        raise SourceUnavailable("no answer")
+    for action in ("profile", "proof", "bill", "update"):
+        if hasattr(citizen.gw.router.connectors[down], action):
+            monkeypatch.setattr(citizen.gw.router.connectors[down], action, refused)
+    resp = citizen.browser.get("/me/profile")
+    assert resp.status_code == 502 and "Traceback" not in resp.get_data(as_text=True)
+    assert resp.mimetype == "text/html"

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import threading
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
@@ -29,6 +29,10 @@ UPDATE = "/eme/v1/profile/update"
 BILL = "/utilities/v1/bill"                  # a bill named by the citizen: issuer + account
 PROOF = "/eme/v1/profile/proof"              # the outcome of checking it, kept by e-ME
 PROFILE_KEYS = ("mobile", "email", "address")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Departments:
@@ -50,11 +54,15 @@ class Departments:
         with self._writing:
             profiles = self.data.setdefault("eme", {})
             old = profiles.get(body["hkid"], {})
-            record = {**profile, "address_verified_by": old.get("address_verified_by")
-                      if profile["address"] == old.get("address") else None}
+            moved = profile["address"] != old.get("address")
+            record = {**profile, "address_verified_by": None if moved
+                      else old.get("address_verified_by"), "as_of": _now()}
             profiles[body["hkid"]] = record
+            proof = self.data.get("utilities", {}).get(body["hkid"])
+            if moved and proof:      # the bill proved the old address, not this one
+                proof["verified"] = False
             self._keep()
-        return 200, dict(record, as_of=AS_OF["eme"])
+        return 200, dict(record)
 
     def _bill(self, body: dict) -> tuple[int, dict]:
         """A bill of the issuer's, for this customer (a bill in another's name is not found)."""
@@ -76,12 +84,12 @@ class Departments:
             return 400, {"error": "bad_request", "detail": "proof must hold issuer, "
                                                            "account_reference, bill_date, verified"}
         with self._writing:
-            self.data.setdefault("utilities", {})[body["hkid"]] = dict(proof)
+            self.data.setdefault("utilities", {})[body["hkid"]] = dict(proof, as_of=_now())
             profile = self.data.setdefault("eme", {}).setdefault(
                 body["hkid"], {"mobile": None, "email": None, "address": None})
             profile["address_verified_by"] = proof["issuer"] if proof["verified"] else None
             self._keep()
-        return 200, dict(proof, as_of=AS_OF["utilities"])
+        return 200, dict(proof, as_of=_now())
 
     def _keep(self) -> None:
         """Write the citizens' e-ME profiles and proofs to the store, whole or not at all."""
@@ -108,7 +116,7 @@ class Departments:
         record = self.data.get(store, {}).get(body["hkid"])
         if record is None:
             return 404, {"error": "not_found"}
-        return 200, dict(record, as_of=AS_OF[store])
+        return 200, {"as_of": AS_OF[store], **record}
 
 
 def create_app(records: dict | None = None, store: Path | None = None) -> Flask:

@@ -112,6 +112,10 @@ def play(say) -> int:
             if form.status_code != 200:
                 raise StepFailed(f"prefill answered {form.status_code}: {form.text}")
             filled = form.json()
+            again = td.prefill(resp.json()["access_token"], "vehicle-licence-renewal")
+            if again.status_code != 401:
+                raise StepFailed(f"a second prefill on the once consent answered "
+                                 f"{again.status_code}, not 401")
             ok("the Transport Department pulls a pre-filled vehicle licence renewal (a once "
                "consent, ended by it): " + json.dumps(
                    {f["name"]: f"{f['value']} ({f['source']})" for f in filled["fields"]

@@ -6,7 +6,7 @@ something else. The form itself must be one the requester's policy names for the
 purpose."""
 from __future__ import annotations
 
-from gateway.errors import FormNotAllowed, OutsideConsent, UnknownForm
+from gateway.errors import FormNotAllowed, UnknownForm
 from gateway.exchange import release
 from gateway.tokens.access import VerifiedClaims
 from policies.engine import allowed_forms
@@ -31,18 +31,13 @@ def listing() -> list[dict]:
 def prefill(gw, claims: VerifiedClaims, form_id: str) -> dict:
     form = definition(form_id)
     grant = release.live_grant(gw, claims)     # read fresh: the answer may release nothing
+    permitted = release.decide(grant, None, gw.clock.now())   # refused as the data API refuses
     if form_id not in allowed_forms(grant.policy, grant.purpose):
         raise FormNotAllowed(f"the requester's policy does not name form {form_id!r} for "
                              f"purpose {grant.purpose!r}")
     wanted = {field["item"] for field in form["fields"]}
-    try:
-        permitted = release.decide(grant, None, gw.clock.now())
-    except OutsideConsent:   # the policy allows none of the consented items any more
-        permitted = []
     items = [item for item in permitted if item in wanted]
     values = gw.router.fetch(grant.hkid, items) if items else {}
-    if values:
-        release.record(gw, grant, list(values), route="form")
     fields, missing = [], []
     for field in form["fields"]:
         value = values.get(field["item"])
@@ -53,6 +48,9 @@ def prefill(gw, claims: VerifiedClaims, form_id: str) -> dict:
         fields.append({"name": field["name"], "label": field["label"], "value": shaped,
                        "item": field["item"], "source": value["source"],
                        "verified": value["verified"], "as_of": value["as_of"]})
+    released = sorted({f["item"] for f in fields})   # what leaves: items some field shows
+    if released:
+        release.record(gw, grant, released, route="form")
     return {"form_id": form_id, "consent_id": grant.consent_id, "subject": grant.subject,
             "fields": fields, "missing": missing}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from connectors.base import ConnectorError, DepartmentsClient, ItemValue
+from connectors.base import ConnectorError, DepartmentsClient, ItemValue, SubjectNotFound
 from connectors.base import SourceTimeout as ConnectorTimeout
 from connectors.eme import EMEConnector
 from connectors.immd import ImmigrationConnector
@@ -23,13 +23,24 @@ class Router:
         self.pool = None if client.in_process is not None else \
             ThreadPoolExecutor(max_workers=len(self.connectors), thread_name_prefix="connector")
 
-    def _fetch_one(self, source: str, hkid: str, wanted: list[str]) -> dict[str, ItemValue]:
+    def ask(self, source: str, action: str, *args):
+        """``connectors[source].<action>(*args)`` with its errors made the gateway's: too slow is
+        ``SourceTimeout`` (504), down or answering wrongly ``SourceFailed`` (502), each naming
+        the source. Every call to a source goes through here (reads, profile edits, bills)."""
         try:
-            return self.connectors[source].fetch(hkid, wanted)
+            return getattr(self.connectors[source], action)(*args)
+        except SubjectNotFound:
+            raise                 # the source answered: it has nothing for this citizen
         except ConnectorTimeout as exc:
             raise SourceTimeout(f"source {source} did not answer in time") from exc
         except ConnectorError as exc:
             raise SourceFailed(f"source {source} is down or answered wrongly") from exc
+
+    def _fetch_one(self, source: str, hkid: str, wanted: list[str]) -> dict[str, ItemValue]:
+        try:   # a source that holds nothing for this citizen: its items have no value
+            return self.ask(source, "fetch", hkid, wanted)
+        except SubjectNotFound:
+            return {}
 
     def fetch(self, hkid: str, items: list[str]) -> dict[str, dict]:
         by_source: dict[str, list[str]] = {}

@@ -9,6 +9,7 @@ from flask import redirect, request, session, url_for
 from marshmallow import ValidationError
 
 from gateway import address_proofs, citizens, runtime
+from gateway.errors import BadRequest
 from schemas.catalogue import label
 from schemas.departments import DISTRICTS, ISSUERS, REGIONS
 from schemas.profile import ADDRESS_TEXT, ProfileEdit
@@ -59,14 +60,14 @@ def _shown(profile: dict | None) -> dict:
 def _page(gw, hkid: str, values: dict, errors: dict, status: int = 200, notice=None,
           proof_values=None, proof_errors=None):
     current = lang()
-    profile = gw.router.connectors["eme"].profile(hkid)
+    profile = gw.router.ask("eme", "profile", hkid)
     if values is None:
         values = _shown(profile)
     t = translator(current)[0]
     return render("profile.html", status, values=values, errors=errors, notice=notice,
                   districts=DISTRICTS, regions=REGIONS, issuers=ISSUERS,
                   verified_by=(profile or {}).get("address_verified_by"),
-                  proof=gw.router.connectors["utilities"].proof(hkid),
+                  proof=gw.router.ask("utilities", "proof", hkid),
                   proof_values=proof_values or {},
                   proof_errors={k: t(v) for k, v in (proof_errors or {}).items()},
                   labels={item: label(item, current) for item in
@@ -107,6 +108,10 @@ def profile_save():
     if (citizen := _citizen()) is None:
         return _to_login()
     gw, hkid = citizen
+    absent = [name for name in FIELDS if name not in request.form]
+    if absent:   # a form that is not this page's would blank what it leaves out
+        raise BadRequest("the profile form is incomplete",
+                         errors={name: ["missing"] for name in absent})
     sent = {name: request.form.get(name, "") for name in FIELDS}
     unreadable = {name: ["not UTF-8"] for name, value in sent.items() if _not_utf8(value)}
     too_long = {name: ["too long"] for name, value in sent.items() if len(value) > MAX_FIELD}
@@ -116,7 +121,7 @@ def profile_save():
         edited = EDIT.load(sent)
     except ValidationError as exc:   # nothing saved; the form comes back with what was sent
         return _page(gw, hkid, sent, _messages(exc.messages), status=400)
-    gw.router.connectors["eme"].update(hkid, edited)
+    gw.router.ask("eme", "update", hkid, edited)
     session["profile_notice"] = "profile.saved"
     return redirect(url_for("web.profile_page"), code=303)
 

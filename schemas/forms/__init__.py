@@ -47,7 +47,7 @@ def validate(doc, *, source: str) -> dict:
 
     if not isinstance(doc, dict):
         fail("", "a form is a mapping with form_id, title and fields")
-    for key in sorted(set(doc) - FORM_KEYS):
+    for key in sorted(map(str, set(doc) - FORM_KEYS)):
         fail(key, "unknown key")
     for key in sorted(FORM_KEYS - set(doc)):
         fail(key, "missing")
@@ -62,7 +62,7 @@ def validate(doc, *, source: str) -> dict:
         at = f"fields[{i}]"
         if not isinstance(spec, dict):
             fail(at, "must be a mapping")
-        for key in sorted(set(spec) - FIELD_KEYS):
+        for key in sorted(map(str, set(spec) - FIELD_KEYS)):
             fail(f"{at}.{key}", "unknown key")
         for key in sorted({"name", "label", "item"} - set(spec)):
             fail(f"{at}.{key}", "missing")
@@ -74,10 +74,11 @@ def validate(doc, *, source: str) -> dict:
         names.add(name)
         if not _texts(spec["label"]):
             fail(f"{at}.label", "needs en and zh-HK text, and nothing else")
-        if spec["item"] not in known:
+        if not isinstance(spec["item"], str) or spec["item"] not in known:
             fail(f"{at}.item", f"unknown data item {spec['item']!r}")
         transform = spec.get("transform")
-        if transform is not None and transform not in TRANSFORMS:
+        if transform is not None and (not isinstance(transform, str)
+                                      or transform not in TRANSFORMS):
             fail(f"{at}.transform", f"unknown transform {transform!r} (known: "
                                     f"{', '.join(sorted(TRANSFORMS))})")
         required = spec.get("required", False)

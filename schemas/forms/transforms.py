@@ -61,8 +61,11 @@ def _address(value) -> dict:
 def address_line_1(value) -> str:
     """Flat, floor and block: "Flat 12A, 12/F, Block 3"."""
     a = _address(value)
-    flat = f"Flat {a['flat']}" if a.get("flat") else None
-    floor = f"{a['floor']}/F" if a.get("floor") else None
+    flat, floor = (a.get("flat") or "").strip(), (a.get("floor") or "").strip()
+    if flat and not re.match(r"(?i)(flat|room|rm|unit|shop)\b|.*[室房]$", flat):
+        flat = f"Flat {flat}"           # "12A" → "Flat 12A"; "Flat 12A", "Room 3", "12室" kept
+    if floor and not re.search(r"(?i)(/f|floor|樓|層)$", floor) and not re.match(r"(?i)g/f", floor):
+        floor = f"{floor}/F"            # "12" → "12/F"; "12/F", "G/F", "12樓" kept
     line = _join(flat, floor, a.get("block"))
     if not line:
         raise Unshapeable("the address has no flat, floor or block")
