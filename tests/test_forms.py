@@ -390,3 +390,11 @@ def test_address_lines_keep_what_the_citizen_already_wrote():
                "street": None, "district": "Sham Shui Po", "region": "KLN"}
     assert t.address_line_1(address) == "Flat 12A, 12/F"
     assert t.address_line_1({**address, "flat": "12室", "floor": "G/F"}) == "12室, G/F"
+
+
+def test_the_consent_screen_shows_an_address_proof_as_a_citizen_reads_it(flow):
+    detail = {**BANK_DETAIL, "data_items": [*BANK_DETAIL["data_items"], "address.proof"]}
+    resp = flow.par(detail)
+    flow.login()
+    page = flow.consent_page(resp.get_json()["request_uri"]).get_data(as_text=True)
+    assert "CLP ****5821, " in page and "account_reference" not in page

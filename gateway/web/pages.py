@@ -80,6 +80,8 @@ def format_value(value: dict) -> str:
     if "district" in value:
         return ", ".join(f"{prefix}{value[key]}" for key, prefix in ADDRESS_PARTS
                          if value.get(key))
+    if {"issuer", "account_reference", "bill_date"} <= set(value):   # an address proof
+        return f"{value['issuer']} {value['account_reference']}, {value['bill_date']}"
     return ", ".join(f"{key}: {item}" for key, item in value.items())
 
 
