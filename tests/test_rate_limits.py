@@ -74,6 +74,16 @@ class _Process:
         self.redis = RedisStore(REDIS_URL, prefix)
 
 
+def _takes_counted(process, monkeypatch) -> list[int]:
+    """The units of every lease ``process`` takes from Redis, one entry a round trip."""
+    taken: list[int] = []
+    take = process.redis.take
+    monkeypatch.setattr(process.redis, "take",
+                        lambda kind, ident, units, window: taken.append(units) or
+                        take(kind, ident, units, window))
+    return taken
+
+
 def _burst(leases, process, calls: int, limit: int) -> tuple[int, int]:
     """(calls let through, calls throttled) of ``calls`` made back to back."""
     passed = throttled = 0
@@ -89,11 +99,7 @@ def _burst(leases, process, calls: int, limit: int) -> tuple[int, int]:
 def test_a_burst_of_data_calls_takes_leases_so_redis_sees_far_fewer_round_trips(redis_prefix,
                                                                               monkeypatch):
     process = _Process(redis_prefix)
-    taken: list[int] = []
-    take = process.redis.take
-    monkeypatch.setattr(process.redis, "take",
-                        lambda kind, ident, units, window: taken.append(units) or
-                        take(kind, ident, units, window))
+    taken = _takes_counted(process, monkeypatch)
     assert _burst(Leases(16, 50), process, 200, 100_000) == (200, 0)
     assert len(taken) < 200 / 4 and max(taken) == 16
     assert int(process.redis.client.get(process.redis.key("rate", "client", "bank"))) == \
@@ -112,11 +118,7 @@ def test_leases_in_several_processes_never_let_a_requester_past_its_limit(redis_
 
 def test_a_small_limit_is_counted_call_by_call(redis_prefix, monkeypatch):
     process = _Process(redis_prefix)
-    taken: list[int] = []
-    take = process.redis.take
-    monkeypatch.setattr(process.redis, "take",
-                        lambda kind, ident, units, window: taken.append(units) or
-                        take(kind, ident, units, window))
+    taken = _takes_counted(process, monkeypatch)
     assert _burst(Leases(16, 50), process, 40, 30) == (30, 10)
     assert set(taken) == {1}
 
