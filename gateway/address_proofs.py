@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from schemas.departments import ISSUERS
 
 MAX_AGE_DAYS = 92                       # three months
+HONG_KONG = timezone(timedelta(hours=8))    # bills are dated in Hong Kong time (no DST)
+
+
+def hong_kong_date(ts: int) -> date:
+    return datetime.fromtimestamp(ts, HONG_KONG).date()
 ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{3,29}\Z")
 ADDRESS_KEYS = ("flat", "floor", "block", "building", "street", "district", "region")
 
@@ -67,7 +72,7 @@ def check(gw, hkid: str, issuer: str, account: str, bill_date: date) -> Outcome:
     bill = ask("utilities", "bill", hkid, issuer, account)
     if bill is None:
         return Outcome(False, "proof.reason.not_found", None)
-    today = datetime.fromtimestamp(gw.clock.now(), timezone.utc).date()
+    today = hong_kong_date(gw.clock.now())
     profile = ask("eme", "profile", hkid) or {}
     if bill["bill_date"] != bill_date.isoformat():
         reason = "proof.reason.date_mismatch"

@@ -61,6 +61,16 @@ def test_a_structured_address_becomes_the_forms_three_lines():
         t.address_line_3("12A Broadway")
 
 
+def test_an_address_with_no_unit_moves_up_a_line():
+    village = {"flat": None, "floor": None, "block": None, "building": "Lot 123 Sheung Shui Wai",
+               "street": "San Tin Road", "district": "North", "region": "NT"}
+    assert t.address_line_1(village) == "Lot 123 Sheung Shui Wai"
+    assert t.address_line_2(village) == "San Tin Road"
+    assert t.address_line_3(village) == "North, New Territories"
+    with pytest.raises(t.Unshapeable):
+        t.address_line_2({**village, "street": None})
+
+
 def test_a_mobile_loses_its_country_code():
     assert t.local_mobile("+852 9123 4567") == "91234567"
     assert t.local_mobile("6234-5678") == "62345678"
@@ -203,11 +213,13 @@ SLOW, DOWN, GARBAGE = "slow", "down", "garbage"
 
 
 @pytest.mark.parametrize("fault", [SLOW, DOWN, GARBAGE])
+@pytest.mark.parametrize("source, path", [("eme", "/eme/v1/profile"),
+                                          ("immd", "/immd/v1/identity")])
 def test_a_source_slow_down_or_answering_garbage_fails_the_prefill_naming_it(
-        tmp_path, request, clock, fault):
-    """Over HTTP (``responses``): e-ME slow, refusing connections, or answering garbage — the
-    prefill is a 504 or 502 problem naming e-ME, nothing is released, and the same token
-    prefills once e-ME answers again. Never a form with its e-ME fields silently dropped."""
+        tmp_path, request, clock, fault, source, path):
+    """Over HTTP (``responses``): e-ME or ImmD slow, refusing connections, or answering
+    garbage — the prefill is a 504 or 502 problem naming that source, nothing is released, and
+    the same token prefills once it answers again. Never a form with fields silently dropped."""
     import requests as requests_lib
     import responses
 
@@ -224,24 +236,23 @@ def test_a_source_slow_down_or_answering_garbage_fails_the_prefill_naming_it(
         return status, {"Content-Type": "application/json"}, json.dumps(body)
     try:
         with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-            for path in ("/immd/v1/identity", "/eme/v1/profile", "/utilities/v1/address-proof"):
-                mock.add_callback(responses.POST, base + path, callback=real)
+            for service in ("/immd/v1/identity", "/eme/v1/profile", "/utilities/v1/address-proof"):
+                mock.add_callback(responses.POST, base + service, callback=real)
             tokens = td.tokens(TD_DETAIL)
             broken = {SLOW: dict(body=requests_lib.ReadTimeout("read timed out")),
                       DOWN: dict(body=requests_lib.ConnectionError("refused")),
                       GARBAGE: dict(body="<html>oops</html>", content_type="text/html")}[fault]
-            mock.replace(responses.POST, base + "/eme/v1/profile", **broken)
+            mock.replace(responses.POST, base + path, **broken)
             before = [e for e in _entries(td.gw, tokens["consent_id"])
                       if e["event"] == "data.released"]
             resp = _prefill(td, tokens["access_token"])
             problem = resp.get_json()
             assert (resp.status_code, problem["type"].rsplit("/", 1)[1]) == (
                 (504, "source-timeout") if fault == SLOW else (502, "source-failed"))
-            assert resp.mimetype == "application/problem+json" and "eme" in problem["detail"]
+            assert resp.mimetype == "application/problem+json" and source in problem["detail"]
             assert [e for e in _entries(td.gw, tokens["consent_id"])
                     if e["event"] == "data.released"] == before
-            mock.replace(responses.CallbackResponse(responses.POST, base + "/eme/v1/profile",
-                                                    callback=real))
+            mock.replace(responses.CallbackResponse(responses.POST, base + path, callback=real))
             assert _prefill(td, tokens["access_token"]).status_code == 200  # the once consent kept
     finally:
         app.extensions["cdeg"].close()

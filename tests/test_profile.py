@@ -5,7 +5,7 @@ half-saved."""
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -144,7 +144,12 @@ def _prove(flow, **form):
 
 def _clp_bill_date(embedded_app) -> str:
     """The mock CLP bill's date: 50 days before today (connectors/mock/records.yaml)."""
-    return (date.today() - timedelta(days=50)).isoformat()
+    return (_hong_kong_today() - timedelta(days=50)).isoformat()
+
+
+def _hong_kong_today() -> date:
+    from gateway.address_proofs import HONG_KONG
+    return datetime.now(HONG_KONG).date()
 
 
 def test_a_recent_bill_to_the_profile_address_verifies_it(embedded_app, citizen):
@@ -174,7 +179,7 @@ def test_a_recent_bill_to_the_profile_address_verifies_it(embedded_app, citizen)
 ])
 def test_a_bill_that_does_not_prove_the_address_says_why(embedded_app, citizen, form, reason):
     dated = {"Towngas": 200, "CLP": 50, "WSD": 20}[form["issuer"]]
-    form = {"bill_date": (date.today() - timedelta(days=dated)).isoformat(), **form}
+    form = {"bill_date": (_hong_kong_today() - timedelta(days=dated)).isoformat(), **form}
     assert _prove(citizen, **form).status_code == 303
     page = citizen.browser.get("/me/profile").get_data(as_text=True)
     assert "Not verified" in page and reason in page

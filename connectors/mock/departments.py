@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
@@ -70,7 +70,8 @@ class Departments:
             body.get("account_reference"))
         if bill is None or bill["hkid"] != body["hkid"]:
             return 404, {"error": "not_found"}
-        dated = (date.today() - timedelta(days=bill["days_ago"])).isoformat()
+        today = datetime.now(timezone(timedelta(hours=8))).date()    # Hong Kong's date
+        dated = (today - timedelta(days=bill["days_ago"])).isoformat()
         account = body["account_reference"]
         return 200, {"issuer": body["issuer"], "account_reference": "****" + account[-4:],
                      "bill_date": dated, "address": bill["address"], "as_of": dated + "T00:00:00Z"}

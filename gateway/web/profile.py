@@ -3,7 +3,6 @@ edited; reached through the e-ME connector, in-process or over HTTP, like every 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 
 from flask import redirect, request, session, url_for
 from marshmallow import ValidationError
@@ -134,9 +133,9 @@ def proof_add():
     gw, hkid = citizen
     sent = {k: request.form.get(k, "")[:MAX_FIELD] for k in
             ("issuer", "account_reference", "bill_date")}
-    today = datetime.fromtimestamp(gw.clock.now(), timezone.utc).date()
     try:
-        issuer, account, bill_date = address_proofs.parse(sent, today)
+        issuer, account, bill_date = address_proofs.parse(
+            sent, address_proofs.hong_kong_date(gw.clock.now()))
     except address_proofs.ProofInputError as exc:   # nothing asked, nothing kept
         return _page(gw, hkid, None, {}, status=400, proof_values=sent, proof_errors=exc.errors)
     outcome = address_proofs.check(gw, hkid, issuer, account, bill_date)

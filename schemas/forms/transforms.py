@@ -58,26 +58,38 @@ def _address(value) -> dict:
     return value
 
 
-def address_line_1(value) -> str:
-    """Flat, floor and block: "Flat 12A, 12/F, Block 3"."""
-    a = _address(value)
+def _unit(a: dict) -> str:
+    """Flat, floor and block as one line: "Flat 12A, 12/F, Block 3" ("" when none is given)."""
     flat, floor = (a.get("flat") or "").strip(), (a.get("floor") or "").strip()
     if flat and not re.match(r"(?i)(flat|room|rm|unit|shop)\b|.*[室房]$", flat):
         flat = f"Flat {flat}"           # "12A" → "Flat 12A"; "Flat 12A", "Room 3", "12室" kept
     if floor and not re.search(r"(?i)(/f|floor|樓|層)$", floor) and not re.match(r"(?i)g/f", floor):
         floor = f"{floor}/F"            # "12" → "12/F"; "12/F", "G/F", "12樓" kept
-    line = _join(flat, floor, a.get("block"))
-    if not line:
-        raise Unshapeable("the address has no flat, floor or block")
-    return line
+    return _join(flat, floor, a.get("block"))
+
+
+def _first_two_lines(value) -> tuple[str, str]:
+    """An address's first two lines: the unit, then building and street; an address with no
+    unit (a village house, a whole building) moves up: the building, then the street."""
+    a = _address(value)
+    unit, place = _unit(a), [p for p in (a.get("building"), a.get("street"))
+                             if isinstance(p, str) and p.strip()]
+    lines = [unit, _join(*place)] if unit else [place[0] if place else "", _join(*place[1:])]
+    if not lines[0]:
+        raise Unshapeable("the address has no unit, building or street")
+    return lines[0], lines[1]
+
+
+def address_line_1(value) -> str:
+    """Flat, floor and block: "Flat 12A, 12/F, Block 3" (or the building when none is given)."""
+    return _first_two_lines(value)[0]
 
 
 def address_line_2(value) -> str:
-    """Building and street: "Mei Foo Sun Chuen, 1 Broadway"."""
-    a = _address(value)
-    line = _join(a.get("building"), a.get("street"))
+    """Building and street: "Mei Foo Sun Chuen, 1 Broadway" (or the street, moved up)."""
+    line = _first_two_lines(value)[1]
     if not line:
-        raise Unshapeable("the address has no building or street")
+        raise Unshapeable("the address has nothing for a second line")
     return line
 
 
