@@ -71,10 +71,15 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     def _request_id():
         g.request_id = secrets.token_hex(8)
 
+    plain = {name: value.replace("{form_targets}", "") for name, value in SECURITY_HEADERS.items()}
+
     @app.after_request
     def _headers(resp):
-        for name, value in SECURITY_HEADERS.items():
-            resp.headers.setdefault(name, value.replace("{form_targets}", _form_targets()))
+        extra = _form_targets()
+        for name, value in plain.items():
+            if name not in resp.headers:
+                resp.headers[name] = value if not extra else \
+                    SECURITY_HEADERS[name].replace("{form_targets}", extra)
         if request.path.startswith(("/me", "/login", "/oauth/", "/api/", "/log/")):
             resp.headers["Cache-Control"] = "no-store"
         return resp

@@ -14,10 +14,12 @@ REGION_OF = {**dict.fromkeys(("Central and Western", "Wan Chai", "Eastern", "Sou
              **dict.fromkeys(("Yau Tsim Mong", "Sham Shui Po", "Kowloon City", "Wong Tai Sin",
                               "Kwun Tong"), "KLN")}   # the other nine districts: NT
 ISSUERS = ("WSD", "CLP", "HK Electric", "Towngas")      # the utilities whose bills prove addresses
-TEXT = validate.Length(max=200)
 # marshmallow's Regexp uses re.match: each pattern ends in \Z (``$`` would let a trailing newline
 # through) and names ASCII digits as [0-9] (``\d`` would take any script's digits).
 NO_CONTROL = validate.Regexp(r"[^\r\n<>\x00-\x1f]*\Z", error="control characters or markup")
+# the two at once, as one pattern (a reply's text fields: one check each, not two)
+PLAIN_TEXT = validate.Regexp(r"[^\r\n<>\x00-\x1f]{0,200}\Z",
+                             error="control characters, markup, or longer than 200")
 ISO_DATE = validate.Regexp(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z", error="not a date (YYYY-MM-DD)")
 
 
@@ -29,8 +31,8 @@ class _Reply(Schema):
 
 
 class IdentityReply(_Reply):
-    name_en = fields.String(required=True, validate=[TEXT, NO_CONTROL])
-    name_zh = fields.String(required=True, validate=[TEXT, NO_CONTROL])
+    name_en = fields.String(required=True, validate=PLAIN_TEXT)
+    name_zh = fields.String(required=True, validate=PLAIN_TEXT)
     date_of_birth = fields.String(required=True, validate=ISO_DATE)
     sex = fields.String(required=True, validate=validate.OneOf(["M", "F", "X"]))
 
@@ -39,11 +41,11 @@ class AddressSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    flat = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
-    floor = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
-    block = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
-    building = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
-    street = fields.String(allow_none=True, validate=[TEXT, NO_CONTROL])
+    flat = fields.String(allow_none=True, validate=PLAIN_TEXT)
+    floor = fields.String(allow_none=True, validate=PLAIN_TEXT)
+    block = fields.String(allow_none=True, validate=PLAIN_TEXT)
+    building = fields.String(allow_none=True, validate=PLAIN_TEXT)
+    street = fields.String(allow_none=True, validate=PLAIN_TEXT)
     district = fields.String(required=True, validate=validate.OneOf(DISTRICTS))
     region = fields.String(required=True, validate=validate.OneOf(REGIONS))
 

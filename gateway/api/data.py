@@ -1,7 +1,9 @@
 """GET /api/v1/data: the consented items, as JSON or as a JWS signed by the gateway."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+import json
+
+from flask import Blueprint, request
 
 from gateway import http_errors, rate_limits, runtime
 from gateway.errors import BadRequest, MethodNotAllowed, NotAcceptable
@@ -41,6 +43,5 @@ def data():
         signed = jose.sign({"iss": gw.config.issuer, "aud": claims["client_id"], "iat": now,
                             "jti": new_jti(), **body}, gw.keyring.signing_key, typ="cdeg-data+jwt")
         return signed, 200, {"Content-Type": JWT, "Cache-Control": "no-store"}
-    resp = jsonify(body)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")), 200, \
+        {"Content-Type": JSON, "Cache-Control": "no-store"}

@@ -156,12 +156,13 @@ def decide(grant: Grant, asked: list[str] | None, now: int) -> list[str]:
     """The items that may leave now: the consent live, its kind and length still within the
     policy, and the items consented ∩ allowed by the policy ∩ asked (all of them when
     ``asked`` is None). Pure: no I/O, no clock of its own."""
-    if not liveness.is_live(grant.consent(), now):
+    consent = grant.consent()
+    if not liveness.is_live(consent, now):
         raise InvalidToken("the consent was revoked or has expired")
     policy = grant.policy or {}
     if grant.purpose in policy.get("purposes", {}):  # a withdrawn purpose: nothing allowed below
         try:  # the policy narrowed the consent's kind or length since it was approved
-            check_consent(policy, grant.consent(), now)
+            check_consent(policy, consent, now)
         except PolicyError as exc:
             raise InvalidToken(str(exc)) from exc
     allowed = allowed_items(grant.policy, grant.purpose)
