@@ -214,11 +214,12 @@ SLOW, DOWN, GARBAGE = "slow", "down", "garbage"
 
 @pytest.mark.parametrize("fault", [SLOW, DOWN, GARBAGE])
 @pytest.mark.parametrize("source, path", [("eme", "/eme/v1/profile"),
-                                          ("immd", "/immd/v1/identity")])
+                                          ("immd", "/immd/v1/identity"),
+                                          ("utilities", "/utilities/v1/address-proof")])
 def test_a_source_slow_down_or_answering_garbage_fails_the_prefill_naming_it(
         tmp_path, request, clock, fault, source, path):
-    """Over HTTP (``responses``): e-ME or ImmD slow, refusing connections, or answering
-    garbage — the prefill is a 504 or 502 problem naming that source, nothing is released, and
+    """Over HTTP (``responses``): e-ME, ImmD or a utility slow, refusing connections, or
+    answering garbage — the prefill is a 504 or 502 problem naming that source, nothing is released, and
     the same token prefills once it answers again. Never a form with fields silently dropped."""
     import requests as requests_lib
     import responses
@@ -228,7 +229,11 @@ def test_a_source_slow_down_or_answering_garbage_fails_the_prefill_naming_it(
     from .conftest import build_app, make_config
     base = "http://departments.test"
     app = build_app(make_config(tmp_path, "embedded", request, departments_url=base), clock)
-    td = Flow(app, TD)
+    if source == "utilities":    # the bank's form is the one with an address proof
+        td, detail, form_id = Flow(app), {**BANK_DETAIL, "data_items": [
+            *BANK_DETAIL["data_items"], "address.proof"]}, "bank-account-opening"
+    else:
+        td, detail, form_id = Flow(app, TD), TD_DETAIL, "vehicle-licence-renewal"
     mock_departments = Departments()
 
     def real(req):
@@ -238,14 +243,14 @@ def test_a_source_slow_down_or_answering_garbage_fails_the_prefill_naming_it(
         with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
             for service in ("/immd/v1/identity", "/eme/v1/profile", "/utilities/v1/address-proof"):
                 mock.add_callback(responses.POST, base + service, callback=real)
-            tokens = td.tokens(TD_DETAIL)
+            tokens = td.tokens(detail)
             broken = {SLOW: dict(body=requests_lib.ReadTimeout("read timed out")),
                       DOWN: dict(body=requests_lib.ConnectionError("refused")),
                       GARBAGE: dict(body="<html>oops</html>", content_type="text/html")}[fault]
             mock.replace(responses.POST, base + path, **broken)
             before = [e for e in _entries(td.gw, tokens["consent_id"])
                       if e["event"] == "data.released"]
-            resp = _prefill(td, tokens["access_token"])
+            resp = _prefill(td, tokens["access_token"], form_id)
             problem = resp.get_json()
             assert (resp.status_code, problem["type"].rsplit("/", 1)[1]) == (
                 (504, "source-timeout") if fault == SLOW else (502, "source-failed"))
@@ -253,7 +258,7 @@ def test_a_source_slow_down_or_answering_garbage_fails_the_prefill_naming_it(
             assert [e for e in _entries(td.gw, tokens["consent_id"])
                     if e["event"] == "data.released"] == before
             mock.replace(responses.CallbackResponse(responses.POST, base + path, callback=real))
-            assert _prefill(td, tokens["access_token"]).status_code == 200  # the once consent kept
+            assert _prefill(td, tokens["access_token"], form_id).status_code == 200  # consent kept
     finally:
         app.extensions["cdeg"].close()
 
