@@ -414,3 +414,22 @@ def test_the_consent_screen_shows_an_address_proof_as_a_citizen_reads_it(flow):
     flow.login()
     page = flow.consent_page(resp.get_json()["request_uri"]).get_data(as_text=True)
     assert "CLP ****5821, " in page and "account_reference" not in page
+
+
+def test_odd_requests_to_the_forms_api_get_problems_not_500s(app):
+    td = Flow(app, TD)
+    token = td.tokens(TD_DETAIL)["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    asked = td.requester.post("/api/v1/forms/vehicle-licence-renewal/prefill?fields=all",
+                              headers=auth)
+    assert asked.status_code == 400 and asked.get_json()["errors"] == {"fields": ["unknown parameter"]}
+    for odd in ("../etc/passwd", "%00", "x" * 300, "VEHICLE-LICENCE-RENEWAL"):
+        resp = td.requester.post(f"/api/v1/forms/{odd}/prefill", headers=auth)
+        assert resp.status_code == 404 and resp.mimetype == "application/problem+json", odd
+    assert td.requester.post("/api/v1/forms/vehicle-licence-renewal/prefill").status_code == 401
+    assert td.requester.post("/api/v1/forms/vehicle-licence-renewal/prefill",
+                             headers={"Authorization": "Bearer nonsense"}).status_code == 401
+    wrong_method = td.requester.get("/api/v1/forms/vehicle-licence-renewal/prefill", headers=auth)
+    assert wrong_method.status_code == 405 and wrong_method.mimetype == "application/problem+json"
+    assert td.requester.head("/api/v1/forms", headers=auth).status_code == 405
+    assert _prefill(td, token).status_code == 200   # none of that spent the once consent
