@@ -433,3 +433,53 @@ def test_odd_requests_to_the_forms_api_get_problems_not_500s(app):
     assert wrong_method.status_code == 405 and wrong_method.mimetype == "application/problem+json"
     assert td.requester.head("/api/v1/forms", headers=auth).status_code == 405
     assert _prefill(td, token).status_code == 200   # none of that spent the once consent
+
+
+def test_a_revocation_wins_against_concurrent_prefills_and_a_once_consent_fills_once(app):
+    """Several threads pull the form while the citizen revokes (the real PostgreSQL on the
+    services backend): once the revocation has answered no prefill succeeds, and no release
+    follows the revocation in the log. A once consent pulled at the same moment fills once."""
+    import threading
+
+    from .test_revocation_race import _wait_until
+    td = Flow(app, TD)
+    tokens = td.tokens({**TD_DETAIL, "access": "ongoing", "duration": "P30D"})
+    stop, revoked = threading.Event(), threading.Event()
+    statuses, late = [], []
+
+    def puller():
+        client = app.test_client()
+        while not stop.is_set():
+            after = revoked.is_set()
+            resp = client.post("/api/v1/forms/vehicle-licence-renewal/prefill",
+                               headers={"Authorization": f"Bearer {tokens['access_token']}"})
+            statuses.append(resp.status_code)
+            if after and resp.status_code == 200:
+                late.append(resp.status_code)
+    threads = [threading.Thread(target=puller) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    _wait_until(lambda: statuses.count(200) >= 6)
+    assert td.revoke_as_citizen(tokens["consent_id"]).status_code == 303
+    revoked.set()
+    seen = len(statuses)
+    _wait_until(lambda: len(statuses) >= seen + 6)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert late == [] and set(statuses) <= {200, 401}, statuses
+    events = [e["event"] for e in _entries(td.gw, tokens["consent_id"])]
+    assert "data.released" not in events[events.index("consent.revoked"):]
+
+    once = td.tokens(TD_DETAIL)
+    answers = []
+    racers = [threading.Thread(target=lambda: answers.append(app.test_client().post(
+        "/api/v1/forms/vehicle-licence-renewal/prefill",
+        headers={"Authorization": f"Bearer {once['access_token']}"}).status_code))
+        for _ in range(4)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert sorted(answers) == [200, 401, 401, 401], answers
+    assert [e["event"] for e in _entries(td.gw, once["consent_id"])].count("data.released") == 1
