@@ -61,9 +61,11 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
 
     from gateway import http_errors, wellknown
     from gateway.api import data, forms, log
+    from gateway.cdi import views as cdi_views
     from gateway.oauth import views
     from gateway.web import auth, consent, me, pages, profile  # noqa: F401 - they register their routes
-    for blueprint in (wellknown.bp, views.bp, data.bp, forms.bp, log.bp, pages.bp):  # each renders its errors
+    for blueprint in (wellknown.bp, views.bp, data.bp, forms.bp, log.bp, cdi_views.bp,
+                      pages.bp):  # each renders its errors
         app.register_blueprint(blueprint)
     http_errors.init_app(app)
 

@@ -170,7 +170,10 @@ def clients():
               show_default=True)
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name-zh", default=None)
-def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_file, name_zh):
+@click.option("--callback-url", "callback_urls", multiple=True,
+              help="an FI's allowed CDI callback URL (repeatable; https, never a private address)")
+def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_file, name_zh,
+                     callback_urls):
     from gateway import requester_registry
     from policies.engine import load_file
     try:
@@ -183,7 +186,8 @@ def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_fil
     with gw.transaction() as conn:
         requester_registry.register(conn, gw.clock.now(), client_id=client_id, name=name,
                            name_zh=name_zh, jwks=jwks, redirect_uris=list(redirect_uris),
-                           kind=kind, policy=policy, demo=config.demo)
+                           kind=kind, policy=policy, callback_urls=list(callback_urls),
+                           demo=config.demo)
     click.echo(f"registered {client_id} ({kind})")
 
 

@@ -63,6 +63,13 @@ class Config:
     log_every: int = 1                        # cdeg worker sequences this often (seconds)
     checkpoint_every: int = 2                 # a new signed checkpoint at most this often
     sweep_every: int = 600                    # and asks for the expiry sweep once a window
+    # the CDI bridge (gateway/cdi/, gateway/jobs/cdi_query.py, gateway/jobs/callbacks.py)
+    cdi_result_ttl: int = 24 * 60 * 60        # a sealed result is purged this long after it is ready
+    cdi_collected_grace: int = 10 * 60        # ... or this long after the FI first collected it
+    callback_attempts: int = 6                # deliveries tried before the callback is "failed"
+    callback_backoff: float = 2.0             # seconds before the 2nd try, doubled each time after
+    callback_timeout: tuple[float, float] = (2.0, 5.0)   # (connect, read) per try
+    callback_every: float = 1.0               # how often a worker looks for callbacks due
 
     @property
     def production(self) -> bool:
@@ -112,7 +119,11 @@ class Config:
                 values[key] = env[name]
         for name, key in (("CDEG_CLIENT_RATE_PER_MINUTE", "client_rate_per_minute"),
                           ("CDEG_OAUTH_RATE_PER_MINUTE", "oauth_rate_per_minute"),
-                          ("CDEG_LOGIN_RATE_PER_MINUTE", "login_rate_per_minute")):
+                          ("CDEG_LOGIN_RATE_PER_MINUTE", "login_rate_per_minute"),
+                          ("CDEG_JOB_TIMEOUT", "job_timeout"),
+                          ("CDEG_JOB_STALE_AFTER", "job_stale_after"),
+                          ("CDEG_JOB_RELAY_EVERY", "job_relay_every"),
+                          ("CDEG_CALLBACK_ATTEMPTS", "callback_attempts")):
             if env.get(name):
                 try:
                     values[key] = int(env[name])
@@ -147,7 +158,8 @@ class Config:
                      "device_mark_ttl", "job_attempts", "job_stale_after", "job_timeout",
                      "job_relay_every", "sweep_every", "log_shards", "log_batch", "log_every",
                      "checkpoint_every", "client_rate_lease_max", "client_rate_lease_ms",
-                     "client_rate_per_minute", "oauth_rate_per_minute", "login_rate_per_minute"):
+                     "client_rate_per_minute", "oauth_rate_per_minute", "login_rate_per_minute",
+                     "cdi_result_ttl", "cdi_collected_grace", "callback_attempts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}: must be a whole number of at least 1")

@@ -16,6 +16,12 @@ served the request.
     │   ├── ConsentNotFound        404 not-found         (another's consent looks the same)
     │   └── TransitionRefused      409 consent-state     the lifecycle does not allow it
     ├── KeyReused                  409 idempotency-key-reused  exchange: one key, another consent
+    ├── MessageRefused             401 invalid-message   cdi: an FI's signed message or assertion
+    ├── MessageReplayed            409 message-replayed  cdi: a message's jti seen before
+    ├── TokenNotHeld               403 token-not-held    cdi: an access token of another requester
+    ├── QueryNotFound              404 not-found         cdi: unknown, or another FI's query
+    ├── UnsupportedMediaType       415 unsupported-media-type
+    ├── ContentTooLarge            413 content-too-large
     ├── Throttled                  429 too-many-requests Retry-After
     ├── Unavailable                503 unavailable       Retry-After
     │   ├── StoreUnavailable       503                   store/redis: Redis did not answer
@@ -114,6 +120,42 @@ class TransitionRefused(ConsentError):
 
 class KeyReused(GatewayError):
     status, problem, message = 409, "idempotency-key-reused", "error.bad_request"
+
+
+class MessageRefused(GatewayError):
+    """An FI's signed CDI message (or its polling assertion) was refused: malformed, unknown
+    ``kid``, an algorithm other than the key's, a bad signature, stale or future ``iat``."""
+    status, problem, message = 401, "invalid-message", "error.bad_request"
+    default_detail = "the signed message was refused"
+
+    def __init__(self, detail: str | None = None, **kwargs):
+        super().__init__(detail, **kwargs)
+        # RFC 9110 15.5.2: a 401 names how to authenticate; the CDI bridge takes JWS signed by
+        # the FI's registered keys (messages) and its self-signed JWT as a Bearer (polling)
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="cdi", error="invalid_token"')
+
+
+class MessageReplayed(GatewayError):
+    status, problem, message = 409, "message-replayed", "error.bad_request"
+    default_detail = "this message (its jti) was received before"
+
+
+class TokenNotHeld(GatewayError):
+    status, problem, message = 403, "token-not-held", "error.bad_request"
+    default_detail = "the access token was issued to another requester"
+
+
+class QueryNotFound(GatewayError):
+    status, problem, message = 404, "not-found", "error.not_found"
+    default_detail = "no such query"
+
+
+class UnsupportedMediaType(GatewayError):
+    status, problem, message = 415, "unsupported-media-type", "error.bad_request"
+
+
+class ContentTooLarge(GatewayError):
+    status, problem, message = 413, "content-too-large", "error.too_large"
 
 
 class Throttled(GatewayError):

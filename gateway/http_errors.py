@@ -38,7 +38,7 @@ HTTP_DETAILS = {404: "not found", 405: "method not allowed", 413: "request body 
 HTTP_MESSAGES = {404: "error.not_found", 405: "error.method", 413: "error.too_large",
                  429: "error.too_many"}
 # Edges whose blueprints are not built yet answer in their SPEC shape all the same (SPEC 8)
-UNBUILT_EDGES = {"cdi": "problem"}
+UNBUILT_EDGES: dict[str, str] = {}
 # RFC 6750 3 / RFC 6749 5.2: the characters an error_description may hold
 _HEADER_SAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 # An OAuth JSON endpoint's code for an error that is not an OAuthError

@@ -50,7 +50,7 @@ def check_jwks(doc) -> dict:
             raise RequesterError(f"{where}: {exc}") from exc
         # The library's own parse last: jwcrypto builds the key lazily, so ask for it.
         try:
-            jwk.JWK(**key).get_op_key("verify")
+            jwk.JWK(**key).get_op_key("encrypt" if key.get("use") == "enc" else "verify")
         except Exception as exc:  # noqa: BLE001 - any refusal by the library is a bad key
             raise RequesterError(f"{where}: not a valid key ({_one_line(exc)})") from exc
     return {"keys": doc["keys"]}
@@ -218,12 +218,79 @@ def csp_origin(uri) -> str | None:
     return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
+def _is_internal(host: str) -> bool:
+    """A loopback, link-local, private, unspecified, multicast or reserved address (or a name
+    that always means this machine): never a callback's destination outside demo mode."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+def check_callback_url(uri: str, *, demo: bool = False) -> str:
+    """An FI's CDI callback URL, if it is fit to register: absolute https with a valid host, no
+    userinfo, no fragment, and never a loopback, link-local or private address; in demo mode
+    http (and https) on a loopback host is admitted too (SPEC 6)."""
+    try:
+        scheme, host, _ = _parse_origin(uri)
+        loopback = host in LOOPBACK_HOSTS
+        if demo and loopback:
+            return uri
+        if scheme != "https":
+            raise ValueError("must be https (http only for a loopback host, in demo mode)")
+        if _is_internal(host):
+            raise ValueError("must not name a loopback, link-local or private address"
+                             + ("" if demo else " (outside demo mode)"))
+    except ValueError as exc:
+        shown = uri[:200] if isinstance(uri, str) else uri
+        raise RequesterError(f"callback URL {shown!r}: {exc}") from None
+    return uri
+
+
+# The algorithm each registered key is pinned to: the key's own ``alg`` if it names one, else
+# the one its type allows (a P-256 key signs ES256 only, an RSA key PS256, Ed25519 EdDSA).
+SIGNING_ALGS = {"EC": "ES256", "RSA": "PS256", "OKP": "EdDSA"}
+ENCRYPTION_ALG = "ECDH-ES+A256KW"
+
+
+def pinned_alg(key: dict) -> str:
+    return key.get("alg") or SIGNING_ALGS[key["kty"]]
+
+
+def check_fi_jwks(jwks: dict) -> None:
+    """An FI signs CDI messages with a ``use: sig`` key and receives results encrypted to a
+    ``use: enc`` key (JWE ECDH-ES+A256KW on P-256): it registers at least one of each."""
+    keys = jwks["keys"]
+    for i, key in enumerate(keys):
+        use = key.get("use", "sig")
+        if use not in ("sig", "enc"):
+            raise RequesterError(f"jwks.keys[{i}]: use must be sig or enc")
+        if use == "enc" and (key["kty"] != "EC" or key.get("alg", ENCRYPTION_ALG) != ENCRYPTION_ALG):
+            raise RequesterError(f"jwks.keys[{i}]: an encryption key must be an EC P-256 key for "
+                                 f"{ENCRYPTION_ALG}")
+        if use == "sig" and key.get("alg") not in (None, SIGNING_ALGS[key["kty"]]):
+            raise RequesterError(f"jwks.keys[{i}]: alg {key.get('alg')!r} does not fit a "
+                                 f"{key['kty']} signing key ({SIGNING_ALGS[key['kty']]})")
+    if not any(key.get("use") == "sig" for key in keys):
+        raise RequesterError("jwks: an FI needs a signing key (\"use\": \"sig\") for its CDI messages")
+    if not any(key.get("use") == "enc" for key in keys):
+        raise RequesterError("jwks: an FI needs an encryption key (\"use\": \"enc\", EC P-256) "
+                             "for its CDI results")
+
+
 def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dict,
              redirect_uris: list[str], kind: str = "department", policy: dict | None = None,
              name_zh: str | None = None, webhook_url: str | None = None,
-             demo: bool = False) -> None:
+             callback_urls: list[str] | None = None, demo: bool = False) -> None:
     """Validate everything, then insert or update. ``demo`` (the gateway is not
-    CDEG_ENV=production) also admits http redirect URIs on a loopback host."""
+    CDEG_ENV=production) also admits http redirect URIs on a loopback host, and http callback
+    URLs on a loopback host. Only an FI registers callback URLs, and an FI needs both a
+    signing and an encryption key."""
     if not well_formed_client_id(client_id):
         raise RequesterError("client_id: letters, digits, '-', '_' and '.' only, at most 64")
     if not name or len(name) > 200:
@@ -234,6 +301,14 @@ def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dic
         raise RequesterError("redirect URI: at least one")
     uris = [check_redirect_uri(u, demo=demo) for u in redirect_uris]
     jwks = check_jwks(jwks)
+    callbacks = list(callback_urls or [])
+    if kind == "fi":
+        check_fi_jwks(jwks)
+        if len(callbacks) > 20:
+            raise RequesterError("callback URL: at most 20")
+        callbacks = [check_callback_url(u, demo=demo) for u in callbacks]
+    elif callbacks:
+        raise RequesterError("callback URL: only an FI (--kind fi) registers CDI callback URLs")
     if policy is not None:
         try:
             policy = validate_policy(policy, source=f"policy of {client_id}")
@@ -242,7 +317,7 @@ def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dic
         if policy["requester"] != client_id:
             raise RequesterError(f"policy: governs {policy['requester']!r}, not {client_id!r}")
     values = dict(name=name, name_zh=name_zh, kind=kind, jwks=jwks, redirect_uris=uris,
-                  policy=policy, webhook_url=webhook_url)
+                  policy=policy, webhook_url=webhook_url, callback_urls=callbacks or None)
     exists = conn.execute(select(requesters.c.client_id)
                           .where(requesters.c.client_id == client_id)).first()
     if exists:
@@ -281,17 +356,30 @@ class KeyCache:
     with new keys is seen at once)."""
 
     def __init__(self):
-        self._cache: dict[tuple[str, str], dict[str, jwk.JWK]] = {}
+        self._cache: dict[tuple[str, str], dict[str, tuple[jwk.JWK, str]]] = {}
+
+    def _keys(self, requester: dict, use: str) -> dict[str, tuple[jwk.JWK, str]]:
+        marker = json.dumps(requester["jwks"], sort_keys=True)
+        keys = self._cache.get((requester["client_id"], use, marker))
+        if keys is None:   # encryption keys never sign, signing keys never encrypt
+            keys = {k["kid"]: (jwk.JWK(**k), pinned_alg(k) if use == "sig" else ENCRYPTION_ALG)
+                    for k in requester["jwks"]["keys"] if k.get("use", "sig") == use}
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            self._cache[(requester["client_id"], use, marker)] = keys
+        return keys
 
     def key(self, requester: dict, kid) -> jwk.JWK | None:
         if not isinstance(kid, str):
             return None
-        marker = json.dumps(requester["jwks"], sort_keys=True)
-        keys = self._cache.get((requester["client_id"], marker))
-        if keys is None:
-            keys = {k["kid"]: jwk.JWK(**k) for k in requester["jwks"]["keys"]
-                    if k.get("use", "sig") == "sig"}  # encryption keys never sign
-            if len(self._cache) > 1000:
-                self._cache.clear()
-            self._cache[(requester["client_id"], marker)] = keys
-        return keys.get(kid)
+        found = self._keys(requester, "sig").get(kid)
+        return None if found is None else found[0]
+
+    def pinned(self, requester: dict, kid) -> tuple[jwk.JWK, str] | None:
+        """A signing key by ``kid`` and the one algorithm it may sign with."""
+        return self._keys(requester, "sig").get(kid) if isinstance(kid, str) else None
+
+    def encryption_key(self, requester: dict) -> jwk.JWK | None:
+        """The FI's encryption key (its first registered ``use: enc`` key)."""
+        keys = self._keys(requester, "enc")
+        return next(iter(keys.values()))[0] if keys else None

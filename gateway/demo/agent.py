@@ -122,3 +122,60 @@ class Citizen:
         page = self.http.get(self.base + "/me", timeout=10).text
         return self.http.post(f"{self.base}/me/consents/{consent_id}/revoke", timeout=10,
                               data={"csrf_token": self._csrf(page)})
+
+
+class FI(Requester):
+    """A financial institution on the CDI bridge (SPEC 5): signs query messages and polling
+    assertions with its ``use: sig`` key, opens results with its ``use: enc`` key and checks
+    the gateway's signature inside against ``/jwks.json``."""
+
+    def __init__(self, base_url: str, client_id: str, private_jwks: dict, redirect_uri: str,
+                 http: requests.Session | None = None):
+        super().__init__(base_url, client_id, private_jwks, redirect_uri, http)
+        self.key = jwk.JWK(**next(k for k in private_jwks["keys"] if k.get("use", "sig") == "sig"))
+        self.enc_key = jwk.JWK(**next(k for k in private_jwks["keys"] if k.get("use") == "enc"))
+
+    def message(self, query_id: str, access_token: str, items: list[str], *,
+                callback_url: str | None = None, alg: str = "ES256", **overrides) -> str:
+        claims = {"query_id": query_id, "iat": int(time.time()), "jti": secrets.token_urlsafe(16),
+                  "access_token": access_token, "items": items}
+        if callback_url is not None:
+            claims["callback_url"] = callback_url
+        claims.update(overrides)
+        token = jws.JWS(json.dumps(claims).encode())
+        token.add_signature(self.key, alg=alg, protected={"alg": alg, "kid": self.key.get("kid")})
+        return token.serialize(compact=True)
+
+    def submit(self, message: str) -> requests.Response:
+        return self.http.post(self.base + "/cdi/v1/queries", data=message.encode("ascii"),
+                              headers={"Content-Type": "application/jose"}, timeout=10)
+
+    def poll(self, query_id: str) -> requests.Response:
+        assertion = client_assertion(self.key, self.client_id, self.base + "/cdi")
+        return self.http.get(f"{self.base}/cdi/v1/queries/{query_id}", timeout=10,
+                             headers={"Authorization": f"Bearer {assertion}"})
+
+    def wait(self, query_id: str, timeout: float = 30.0) -> dict:
+        """Poll until the query is done or failed; its last answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.poll(query_id).json()
+            if answer.get("status") in ("done", "failed") or time.monotonic() > deadline:
+                return answer
+            time.sleep(0.2)
+
+    def open_result(self, sealed: str) -> dict:
+        """Decrypt with the FI's key, verify the gateway's signature, answer the claims."""
+        from jwcrypto import jwe
+        outer = jwe.JWE()
+        outer.allowed_algs = ["ECDH-ES+A256KW", "A256GCM"]
+        outer.deserialize(sealed, key=self.enc_key)
+        keys = jwk.JWKSet.from_json(self.http.get(self.base + "/jwks.json", timeout=10).text)
+        inner = jws.JWS()
+        inner.allowed_algs = ["ES256"]
+        inner.deserialize(outer.payload.decode("ascii"))
+        inner.verify(keys.get_key(inner.jose_header["kid"]), alg="ES256")
+        claims = json.loads(inner.payload)
+        if claims.get("iss") != self.base or claims.get("aud") != self.client_id:
+            raise RuntimeError("the result is not from this gateway, or not for this FI")
+        return claims

@@ -51,6 +51,7 @@ def seed(gw) -> list[str]:
                                 name_zh=entry.get("name_zh"), kind=entry["kind"],
                                 jwks=public_jwks(entry["client_id"]),
                                 redirect_uris=entry["redirect_uris"], demo=gw.config.demo,
+                                callback_urls=entry.get("callback_urls"),
                                 policy=load_file(POLICY_DIR / entry["policy"]))
             done.append(entry["client_id"])
         citizens.enrol(conn, now, DEMO_CITIZEN_HKID)

@@ -237,30 +237,38 @@ def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = 
         sequencer.after_commit(gw)
         return Recorded(first=True)
 
-    def write(conn) -> Recorded:
-        still = conn.execute(_STILL_LIVE, {"cid": grant.consent_id, "now": now,
-                                           "jti": grant.token_id}).rowcount
-        if still != 1:
-            raise InvalidToken(_ENDED)
-        if key is not None:
-            scoped = _scoped(grant, key)
-            try:
-                with conn.begin_nested():
-                    conn.execute(release_keys.insert().values(
-                        key=scoped, consent_id=grant.consent_id, recorded_at=now))
-            except IntegrityError:
-                earlier = conn.execute(select(release_keys.c.consent_id)
-                                       .where(release_keys.c.key == scoped)).scalar()
-                if earlier != grant.consent_id:
-                    raise KeyReused("this idempotency key was used for another consent") from None
-                return Recorded(first=False)
-        entries.append(conn, now, "data.released", citizen=grant.subject_id, **audit)
-        if grant.access == "once":
-            ledger.transition(conn, now, {**grant.consent(), "status": Status.APPROVED.value},
-                              "expired", subject=grant.subject, route=route)
-        return Recorded(first=True)
+    return gw.in_transaction(lambda conn: record_in(conn, gw, grant, items, route=route,
+                                                    key=key, now=now))
 
-    return gw.in_transaction(write)
+
+def record_in(conn, gw, grant: Grant, items: list[str], *, route: str, key: str | None,
+              now: int) -> Recorded:
+    """``record``'s write inside the caller's transaction on ``conn`` (a CDI job stores its
+    sealed result in the same transaction as the release, so the two happen together or not
+    at all)."""
+    still = conn.execute(_STILL_LIVE, {"cid": grant.consent_id, "now": now,
+                                       "jti": grant.token_id}).rowcount
+    if still != 1:
+        raise InvalidToken(_ENDED)
+    if key is not None:
+        scoped = _scoped(grant, key)
+        try:
+            with conn.begin_nested():
+                conn.execute(release_keys.insert().values(
+                    key=scoped, consent_id=grant.consent_id, recorded_at=now))
+        except IntegrityError:
+            earlier = conn.execute(select(release_keys.c.consent_id)
+                                   .where(release_keys.c.key == scoped)).scalar()
+            if earlier != grant.consent_id:
+                raise KeyReused("this idempotency key was used for another consent") from None
+            return Recorded(first=False)
+    audit = dict(client_id=grant.client_id, subject=grant.subject,
+                 consent_id=grant.consent_id, items=list(items), route=route)
+    entries.append(conn, now, "data.released", citizen=grant.subject_id, **audit)
+    if grant.access == "once":
+        ledger.transition(conn, now, {**grant.consent(), "status": Status.APPROVED.value},
+                          "expired", subject=grant.subject, route=route)
+    return Recorded(first=True)
 
 
 def release(gw, claims: VerifiedClaims, asked: list[str] | None, route: str = "api") -> dict:

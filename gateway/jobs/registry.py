@@ -3,8 +3,9 @@ function that takes the gateway and ids, re-reads what it needs from the ledger,
 more than once with the same effect."""
 from __future__ import annotations
 
-from . import sweeps
+from . import cdi_query, sweeps
 
 JOBS = {
     "sweep.expire_consents": sweeps.expire_consents,
+    "cdi.run_query": cdi_query.run_query,
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from rq import SimpleWorker
@@ -22,7 +23,7 @@ from gateway.store.queue import queue_for
 
 from gateway.audit import sequencer
 
-from . import outbox
+from . import callbacks, outbox
 
 if TYPE_CHECKING:
     from gateway.instance import Gateway
@@ -44,6 +45,11 @@ def tend(gw: Gateway) -> None:
         outbox.relay(gw)
     except Exception as exc:  # noqa: BLE001 - the next round tries again
         log.warning("outbox relay deferred: %s", type(exc).__name__)
+    try:
+        from gateway.cdi.queries import purge_results
+        purge_results(gw)
+    except Exception as exc:  # noqa: BLE001 - the next round tries again
+        log.warning("purging CDI results deferred: %s", type(exc).__name__)
     sequence(gw)
 
 
@@ -69,8 +75,19 @@ def tend_in_background(gw: Gateway) -> threading.Event:
         while not stop.wait(gw.config.log_every):
             sequence(gw)
 
+    def calling_back():
+        # a receiver that is slow holds one of these threads, never a query job
+        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cdeg-callback")
+        while not stop.wait(gw.config.callback_every):
+            try:
+                callbacks.pump(gw, pool)
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                log.warning("callbacks deferred: %s", type(exc).__name__)
+        pool.shutdown(wait=False)
+
     threading.Thread(target=loop, name="cdeg-outbox-relay", daemon=True).start()
     threading.Thread(target=sequencing, name="cdeg-sequencer", daemon=True).start()
+    threading.Thread(target=calling_back, name="cdeg-callbacks", daemon=True).start()
     return stop
 
 

@@ -42,6 +42,7 @@ requesters = Table(
     Column("policy", JSON),                                # validated policy document
     Column("webhook_url", String(500)),
     Column("created_at", BigInteger, nullable=False),
+    Column("callback_urls", JSON),                         # an FI's allowed CDI callback URLs
 )
 
 citizens = Table(
@@ -169,6 +170,34 @@ outbox = Table(
     Column("done_at", BigInteger),
     Column("attempts", Integer, nullable=False, default=0),
     Index("ix_outbox_pending", "relayed_at"),
+)
+
+cdi_queries = Table(
+    "cdi_queries", metadata,                               # an FI's queries through the CDI bridge
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("client_id", String(64), nullable=False),       # the FI that signed the query
+    Column("query_id", String(100), nullable=False),       # the FI's idempotency key
+    Column("digest", String(64), nullable=False),          # what was asked: token, items, callback
+    Column("consent_id", String(40), nullable=False),
+    Column("token_id", String(64), nullable=False),        # the access token's jti (verified)
+    Column("token_exp", BigInteger, nullable=False),
+    Column("items", JSON),                                 # item ids asked for; null: all consented
+    Column("callback_url", String(2000)),                  # one of the FI's registered URLs
+    Column("status", String(16), nullable=False),          # queued | running | done | failed
+    Column("error", JSON),                                 # {"code", "detail"} when failed
+    Column("result", Text),                                # the JWE; purged once collected
+    Column("created_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    Column("collected_at", BigInteger),                    # first fetched (GET) or delivered
+    Column("purged_at", BigInteger),
+    Column("delivery", String(16)),                        # pending | delivered | failed | null
+    Column("delivery_attempts", Integer, nullable=False, default=0),
+    Column("next_delivery_at", BigInteger),                # pending: when to try (a lease too)
+    Column("delivery_error", String(200)),
+    UniqueConstraint("client_id", "query_id", name="uq_cdi_query"),
+    Index("ix_cdi_delivery", "delivery", "next_delivery_at"),
+    Index("ix_cdi_finished", "finished_at"),
 )
 
 GENESIS_HASH = "0" * 64

@@ -1,0 +1,100 @@
+"""The CDI query job: release the consented data for one stored query, through the same steps
+as ``GET /api/v1/data`` (``gateway/exchange/release.py``, route ``cdi``), sealed for the FI.
+
+    grant  = live_grant(claims verified when the query was accepted)
+    items  = decide(grant, the query's items, now)
+    values = router.fetch(...)                      outside any transaction
+    sealed = a JWS by the gateway, encrypted to the FI's enc key
+    one transaction: record_in(key = the query_id)  the release and its audit entry
+                     the query done, its result      together, or neither
+                     its callback due (if any)
+
+So a worker killed anywhere before that commit leaves the query to be run again (the outbox
+hands it on when its lease ends) and nothing released; killed after it, the run is done and a
+second run finds it so. A source that fails, a consent revoked or narrowed meanwhile, ends the
+query ``failed`` with a reason the FI can act on, never with part of the data.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+
+from gateway import requester_registry
+from gateway.cdi.status import DONE, FAILED, QUEUED, RUNNING
+from gateway.errors import InvalidToken, OutsideConsent, SourceFailed, SourceTimeout, \
+    SourceUnavailable
+from gateway.exchange.release import decide, live_grant, record_in
+from gateway.store.db import cdi_queries
+from gateway.tokens import jwe
+from gateway.tokens.access import VerifiedClaims, new_jti
+
+if TYPE_CHECKING:
+    from gateway.instance import Gateway
+
+RESULT_TYP = "cdeg-cdi-result+jwt"
+_OPEN = (QUEUED, RUNNING)
+
+
+def _finish(gw: Gateway, row, conn=None, **values) -> None:
+    values.update(finished_at=gw.clock.now())
+    if row.callback_url is not None:
+        values.update(delivery="pending", next_delivery_at=gw.clock.now())
+    stmt = update(cdi_queries).where(cdi_queries.c.id == row.id,
+                                     cdi_queries.c.status.in_(_OPEN)).values(**values)
+    if conn is not None:
+        conn.execute(stmt)
+        return
+    with gw.transaction() as own:
+        own.execute(stmt)
+
+
+def _fail(gw: Gateway, row, code: str, detail: str) -> str:
+    _finish(gw, row, status=FAILED, error={"code": code, "detail": detail})
+    return FAILED
+
+
+def run_query(gw: Gateway, query: int) -> str:
+    with gw.reads.connect() as conn:
+        row = conn.execute(select(cdi_queries).where(cdi_queries.c.id == query)).first()
+    if row is None or row.status not in _OPEN:
+        return "gone" if row is None else row.status     # done before: nothing twice
+    with gw.transaction() as conn:
+        conn.execute(update(cdi_queries).where(cdi_queries.c.id == row.id,
+                                               cdi_queries.c.status == QUEUED)
+                     .values(status=RUNNING))
+    # the access token was verified (signature, issuer, audience, exp) when the query was
+    # accepted; its row, the consent and the policy are checked again now, as for any read
+    claims = VerifiedClaims({"jti": row.token_id, "consent_id": row.consent_id,
+                             "client_id": row.client_id, "exp": row.token_exp})
+    try:
+        grant = live_grant(gw, claims)
+        values = gw.router.fetch(grant.hkid, decide(grant, row.items, gw.clock.now()))
+    except InvalidToken as exc:
+        return _fail(gw, row, "consent-ended", f"{exc.detail}: ask the customer for consent again")
+    except OutsideConsent as exc:
+        return _fail(gw, row, "outside-consent", exc.detail)
+    except SourceTimeout as exc:
+        return _fail(gw, row, "source-timeout", f"{exc.detail}; submit a new query later")
+    except (SourceFailed, SourceUnavailable) as exc:
+        return _fail(gw, row, "source-failed", f"{exc.detail}; submit a new query later")
+    with gw.reads.connect() as conn:
+        requester = requester_registry.get(conn, row.client_id)
+    encryption_key = gw.client_keys.encryption_key(requester)
+    if encryption_key is None:
+        return _fail(gw, row, "no-encryption-key", "the FI has no registered encryption key")
+    now = gw.clock.now()
+    sealed = jwe.seal({"iss": gw.config.issuer, "aud": row.client_id, "iat": now,
+                       "jti": new_jti(), "query_id": row.query_id, "consent_id": grant.consent_id,
+                       "subject": grant.subject, "items": values},
+                      gw.keyring.signing_key, encryption_key, typ=RESULT_TYP)
+
+    def write(conn) -> None:
+        record_in(conn, gw, grant, list(values), route="cdi", key=f"cdi:{row.query_id}", now=now)
+        _finish(gw, row, conn, status=DONE, result=sealed)
+
+    try:
+        gw.in_transaction(write)
+    except InvalidToken as exc:     # revoked while the sources answered: nothing released
+        return _fail(gw, row, "consent-ended", f"{exc.detail}: ask the customer for consent again")
+    return DONE
