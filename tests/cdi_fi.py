@@ -25,8 +25,9 @@ def new_fi_keys(prefix: str) -> tuple[jwk.JWK, jwk.JWK, dict]:
     return sig, enc, public
 
 
-def sign(claims: dict, key: jwk.JWK, *, alg: str = "ES256", header: dict | None = None) -> str:
-    token = jws.JWS(json.dumps(claims).encode())
+def sign(claims: dict | bytes, key: jwk.JWK, *, alg: str = "ES256",
+         header: dict | None = None) -> str:
+    token = jws.JWS(claims if isinstance(claims, bytes) else json.dumps(claims).encode())
     protected = {"alg": alg, "kid": key.get("kid")} if header is None else header
     token.add_signature(key, alg=alg, protected=json.dumps(protected))
     return token.serialize(compact=True)

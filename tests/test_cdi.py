@@ -93,3 +93,207 @@ def test_a_revoked_consent_is_refused_at_submission(flow, fi, tokens):
     resp = fi.submit(fi.message(tokens["access_token"], ITEMS))
     assert resp.status_code == 401 and 'invalid_token' in resp.headers["WWW-Authenticate"]
     assert queries_stored(flow.gw) == 0
+
+
+# -- refusals: each a clear problem, nothing stored, never a 500 ---------------------------------
+
+def _b64(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unsigned(claims: dict, header: dict) -> str:
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."
+
+
+def _hs256_with_public_key(claims: dict, fi) -> str:
+    from jwcrypto import jwk
+    from tests.cdi_fi import sign
+    public = fi.sig.export_to_pem().decode()
+    secret = jwk.JWK(kty="oct", k=_b64(public.encode()))
+    return sign(claims, secret, alg="HS256", header={"alg": "HS256", "kid": fi.sig.get("kid")})
+
+
+def _signed(fi, c, header: dict | None = None, raw: bytes | None = None, **claims) -> str:
+    from tests.cdi_fi import sign
+    base = {"alg": "ES256", "kid": fi.sig.get("kid")}
+    header = None if header is None else {k: v for k, v in {**base, **header}.items()
+                                          if v is not None}
+    return sign(raw if raw is not None else fi.claims(**c, **claims), fi.sig, header=header)
+
+
+def _with_raw_iat(fi, c, raw_iat: str) -> bytes:
+    text = json.dumps(fi.claims(**c, iat=123456789))
+    return text.replace("123456789", raw_iat).encode()
+
+
+# case -> (the message, what the refusal must say)
+REFUSED_MESSAGES = {
+    "bad signature": (lambda fi, c: fi.message(**c)[:-6] + "AAAAAA", "signature does not verify"),
+    "unknown kid": (lambda fi, c: _signed(fi, c, {"kid": "no-such-key"}), "kid is not one of"),
+    "no kid": (lambda fi, c: _signed(fi, c, {"kid": None}), "needs the kid"),
+    "alg none": (lambda fi, c: _unsigned(fi.claims(**c), {"alg": "none", "kid": fi.sig.get("kid")}),
+                 "alg not accepted"),
+    "HS256 with the public key": (lambda fi, c: _hs256_with_public_key(fi.claims(**c), fi),
+                                  "alg not accepted"),
+    "stale iat": (lambda fi, c: fi.message(**c, iat=fi.gw.clock.now() - 301), "minutes old"),
+    "future iat": (lambda fi, c: fi.message(**c, iat=fi.gw.clock.now() + 120), "in the future"),
+    "iat as a string": (lambda fi, c: fi.message(**c, iat=str(fi.gw.clock.now())), "bad fields"),
+    "iat 1e400": (lambda fi, c: _signed(fi, c, raw=_with_raw_iat(fi, c, "1e400")), "bad fields"),
+    "a zip header": (lambda fi, c: _signed(fi, c, {"zip": "DEF"}), "zip not accepted"),
+    "a nested JWT (cty)": (lambda fi, c: _signed(fi, c, {"cty": "JWT"}), "cty"),
+    "an embedded jwk": (lambda fi, c: _signed(fi, c, {"jwk": json.loads(fi.sig.export_public())}),
+                        "jwk not accepted"),
+    "a JWE instead of a JWS": (lambda fi, c: "eyJhbGciOiJFQ0RILUVTIn0.a.b.c.d", "a JWE was sent"),
+    "not JOSE at all": (lambda fi, c: "hello", "not a compact JWS"),
+    "deeply nested payload": (lambda fi, c: _signed(fi, c, raw=b"[" * 3000 + b"]" * 3000),
+                              "not a JSON object"),
+    "an unknown field": (lambda fi, c: fi.message(**c, status="done"), "bad fields"),
+    "no items": (lambda fi, c: fi.message(**{**c, "items": []}), "bad fields"),
+    "a foreign aud": (lambda fi, c: fi.message(**c, aud="https://elsewhere.example"),
+                      "aud must name this gateway"),
+    "an expired exp": (lambda fi, c: fi.message(**c, exp=fi.gw.clock.now() - 1), "expired"),
+    "a callback URL not registered": (lambda fi, c: fi.message(
+        **c, callback_url="https://attacker.example/cb"), "not one of the FI's registered"),
+    "a garbage access token": (lambda fi, c: fi.message(**{**c, "access_token": "x.y.z"},
+                                                        iss="bank-of-example"), "malformed token"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_MESSAGES))
+def test_bad_messages_are_refused_with_a_problem_and_store_nothing(flow, fi, tokens, case):
+    build, reason = REFUSED_MESSAGES[case]
+    resp = fi.submit(build(fi, {"access_token": tokens["access_token"], "items": ITEMS}))
+    assert resp.status_code in (400, 401, 403), (case, resp.status_code, resp.get_data())
+    assert resp.mimetype == "application/problem+json"
+    problem = resp.get_json()
+    assert problem["status"] == resp.status_code and reason in problem["detail"], problem
+    if resp.status_code == 401:
+        assert resp.headers.get("WWW-Authenticate")
+    assert queries_stored(flow.gw) == 0 and released(flow.gw) == 0
+
+
+def test_a_message_must_be_sent_as_application_jose(flow, fi, tokens):
+    resp = fi.submit(fi.message(tokens["access_token"], ITEMS), content_type="application/json")
+    assert resp.status_code == 415 and resp.mimetype == "application/problem+json"
+
+
+def test_an_oversized_message_is_refused_before_it_is_read(flow, fi, tokens):
+    resp = fi.submit("a" * (17 * 1024))
+    assert resp.status_code == 413 and resp.mimetype == "application/problem+json"
+
+
+def test_a_token_held_by_another_requester_is_refused(app, fi, flow):
+    from tests.flow import Flow, TD
+    td = Flow(app, TD)
+    td_tokens = td.tokens({"type": "cdeg_data", "purpose": "vehicle-licence-renewal",
+                           "access": "once",
+                           "data_items": ["identity.name_en", "identity.hkid",
+                                          "address.residential"]})
+    resp = fi.submit(fi.message(td_tokens["access_token"], ["identity.name_en"],
+                                iss="bank-of-example"))
+    assert resp.status_code == 403 and resp.get_json()["type"].endswith("/token-not-held")
+    # signed by the bank but naming no iss: the token's requester is not an FI, so no key
+    resp = fi.submit(fi.message(td_tokens["access_token"], ["identity.name_en"]))
+    assert resp.status_code == 401
+    assert queries_stored(flow.gw) == 0
+
+
+def test_redis_down_when_a_query_arrives_answers_503_and_stores_nothing(flow, fi, tokens,
+                                                                         monkeypatch):
+    from gateway.errors import StoreUnavailable
+
+    def down(*args, **kwargs):
+        raise StoreUnavailable("the replay guard did not answer")
+    monkeypatch.setattr(flow.gw.redis, "claim_once_and_hit", down)
+    resp = fi.submit(fi.message(tokens["access_token"], ITEMS))
+    assert resp.status_code == 503 and resp.headers["Retry-After"]
+    assert queries_stored(flow.gw) == 0
+
+
+# -- polling ------------------------------------------------------------------------------------
+
+def test_another_fi_gets_404_for_a_query_that_is_not_its_own(app, flow, fi, tokens):
+    from gateway import requester_registry
+    from tests.cdi_fi import FIClient, new_fi_keys
+    sig, enc, public = new_fi_keys("other-bank")
+    with flow.gw.transaction() as conn:
+        requester_registry.register(conn, flow.gw.clock.now(), client_id="other-bank",
+                                    name="Other Bank", jwks=public, kind="fi",
+                                    redirect_uris=["https://other.example/cb"], demo=True)
+    other = FIClient(flow, "other-bank", (sig, enc))
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS, query_id="mine")).status_code == 202
+    theirs = other.poll("mine")
+    assert theirs.status_code == 404 and theirs.get_json()["type"].endswith("/not-found")
+    assert other.poll("never-made").get_json() == theirs.get_json()
+    assert fi.poll("mine").status_code == 200
+
+
+POLL_REFUSALS = {
+    "no Authorization": lambda fi: None,
+    "another audience": lambda fi: fi.assertion(aud=fi.gw.config.issuer),
+    "expired": lambda fi: fi.assertion(exp=fi.gw.clock.now() - 1),
+    "lives too long": lambda fi: fi.assertion(exp=fi.gw.clock.now() + 3600),
+    "sub is not the FI": lambda fi: fi.assertion(sub="someone-else"),
+    "not signed": lambda fi: _unsigned({"iss": "bank-of-example", "sub": "bank-of-example",
+                                        "aud": fi.gw.config.issuer + "/cdi", "jti": "j",
+                                        "exp": fi.gw.clock.now() + 60},
+                                       {"alg": "none", "kid": fi.sig.get("kid")}),
+    "garbage": lambda fi: "not-a-jwt",
+}
+
+
+@pytest.mark.parametrize("case", sorted(POLL_REFUSALS))
+def test_polling_without_a_good_fi_assertion_is_401(flow, fi, tokens, case):
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS, query_id="q-p")).status_code == 202
+    assertion = POLL_REFUSALS[case](fi)
+    headers = {} if assertion is None else {"Authorization": f"Bearer {assertion}"}
+    resp = fi.http.get("/cdi/v1/queries/q-p", headers=headers)
+    assert resp.status_code == 401, (case, resp.get_json())
+    assert resp.mimetype == "application/problem+json" and resp.headers["WWW-Authenticate"]
+
+
+# -- the job: failures end the query, never with part of the data ------------------------------
+
+def test_a_source_that_fails_ends_the_query_failed_with_a_reason_and_no_data(flow, fi, tokens,
+                                                                            monkeypatch):
+    departments = flow.gw.departments.in_process
+    real = departments.answer
+
+    def immd_down(path, payload):
+        return (503, {"error": "down"}) if path.startswith("/immd/") else real(path, payload)
+    monkeypatch.setattr(departments, "answer", immd_down)
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS + ["address.residential"],
+                                query_id="q-f")).status_code == 202
+    body = fi.poll("q-f").get_json()
+    assert body["status"] == "failed" and "result" not in body
+    assert body["error"]["code"] == "source-failed" and "immd" in body["error"]["detail"]
+    assert released(flow.gw) == 0
+
+
+def test_a_consent_revoked_before_the_job_runs_ends_the_query_failed(flow, fi, tokens,
+                                                                     monkeypatch):
+    from gateway.jobs import outbox
+    monkeypatch.setattr(outbox, "relay_quietly", lambda gw: None)   # the job waits
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS, query_id="q-r")).status_code == 202
+    assert fi.poll("q-r").get_json()["status"] == "queued"
+    flow.revoke_as_citizen(tokens["consent_id"])
+    outbox.relay(flow.gw)
+    body = fi.poll("q-r").get_json()
+    assert body["status"] == "failed" and body["error"]["code"] == "consent-ended"
+    assert "result" not in body and released(flow.gw) == 0
+
+
+def test_a_once_consent_read_through_cdi_ends_with_that_read(flow, fi):
+    from tests.flow import ONCE_DETAIL
+    once = flow.tokens(ONCE_DETAIL)
+    assert fi.submit(fi.message(once["access_token"], ITEMS, query_id="q-o")).status_code == 202
+    assert fi.poll("q-o").get_json()["status"] == "done"
+    resp = fi.submit(fi.message(once["access_token"], ITEMS, query_id="q-o2"))
+    assert resp.status_code == 401
+
+
+def test_the_release_shows_in_the_citizens_access_log_with_route_cdi(flow, fi, tokens):
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS)).status_code == 202
+    page = flow.browser.get("/me").get_data(as_text=True)
+    assert "cdi" in page.lower()

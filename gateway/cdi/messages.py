@@ -40,7 +40,7 @@ def _segments(token) -> list[str]:
     parts = token.strip().split(".")
     if len(parts) == 5:
         raise MessageRefused("a JWE was sent where a signed message (compact JWS) is expected")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or not parts[0] or not parts[1]:
         raise MessageRefused("not a compact JWS (header.payload.signature)")
     return parts
 
