@@ -33,6 +33,7 @@ import json
 import secrets
 import sys
 import time
+from urllib.parse import quote
 
 import requests
 from jwcrypto import jwe, jwk, jws
@@ -54,16 +55,20 @@ def _sign(claims: dict, key: jwk.JWK) -> str:
 
 
 def _refusal(resp: requests.Response, what: str) -> Refused:
-    """A Refused naming the status and the problem document's ``detail`` (RFC 9457)."""
+    """A Refused naming the status, the problem's type and its ``detail`` (RFC 9457)."""
     try:
         body = resp.json()
     except ValueError:
         body = None
     if isinstance(body, dict) and (body.get("detail") or body.get("title")):
-        detail = body.get("detail") or body.get("title")
+        detail = str(body.get("detail") or body.get("title"))
+        if isinstance(body.get("errors"), dict):     # bad fields, each named
+            detail += " " + json.dumps(body["errors"], ensure_ascii=False)
     else:
         detail = " ".join(resp.text.split())[:200] or resp.reason
-    return Refused(f"{what} refused ({resp.status_code}): {detail}")
+    kind = body.get("type", "").rsplit("/", 1)[-1] if isinstance(body, dict) else ""
+    status = f"{resp.status_code} {kind}" if isinstance(kind, str) and kind else resp.status_code
+    return Refused(f"{what} refused ({status}): {detail}")
 
 
 def load_keys(path: str) -> tuple[jwk.JWK, jwk.JWK]:
@@ -117,7 +122,8 @@ def poll_until_finished(gateway: str, client_id: str, sig_key: jwk.JWK, query_id
     a ``failed`` query, a refused poll or the timeout raise Refused."""
     deadline = time.monotonic() + timeout
     while True:
-        resp = requests.get(f"{gateway}/cdi/v1/queries/{query_id}", timeout=HTTP_TIMEOUT,
+        resp = requests.get(f"{gateway}/cdi/v1/queries/{quote(query_id, safe='')}",
+                            timeout=HTTP_TIMEOUT,
                             headers={"Authorization": "Bearer " +
                                      poll_assertion(sig_key, client_id, gateway)})
         if resp.status_code != 200:

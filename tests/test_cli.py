@@ -187,7 +187,8 @@ def test_demo_plays_the_story_and_exits_zero():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     for text in ("approves", "reads the data", "pulls a pre-filled vehicle licence renewal",
-                 '"owner_surname": "CHAN (immd)"', "revokes", "refused at once", "demo complete"):
+                 '"owner_surname": "CHAN (immd)"', "through the CDI bridge",
+                 "gateway signature verified", "revokes", "refused at once", "demo complete"):
         assert text in result.stdout
 
 

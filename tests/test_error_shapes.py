@@ -39,9 +39,13 @@ def test_an_unknown_path_under_the_well_known_edge_is_a_problem_document(flow):
     assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
 
 
-def test_the_cdi_edge_answers_in_problem_documents_before_it_is_built(flow):
-    resp = flow.requester.get("/cdi/v1/queries/q-1")
+def test_the_cdi_edge_answers_in_problem_documents(flow):
+    resp = flow.requester.get("/cdi/v1/queries/q-1")        # no FI assertion
+    assert resp.status_code == 401 and resp.mimetype == "application/problem+json"
+    resp = flow.requester.get("/cdi/v1/nothing-here")
     assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
+    resp = flow.requester.put("/cdi/v1/queries")
+    assert resp.status_code == 405 and resp.mimetype == "application/problem+json"
 
 
 def test_items_outside_the_consent_name_insufficient_scope_alone(flow):

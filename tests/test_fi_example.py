@@ -116,7 +116,9 @@ def test_the_example_fi_client_says_in_one_line_why_a_garbage_token_is_refused(g
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fi_client: the query was refused (401): "), lines[0]
+    # the status, the problem's type (the access token, not the message) and its detail
+    assert lines[0].startswith("fi_client: the query was refused (401 invalid-token): "), lines[0]
+    assert len(lines[0]) > len("fi_client: the query was refused (401 invalid-token): ")
     assert "Traceback" not in result.stderr
 
 
