@@ -34,6 +34,7 @@ class Config:
     client_rate_per_minute: int = 120_000     # data API calls per requester
     oauth_rate_per_minute: int = 6_000        # PAR, token, revoke, introspect calls per requester
     login_rate_per_minute: int = 20           # login attempts per address
+    cdi_rate_per_minute: int = 6_000          # CDI query messages and polls per FI
     client_rate_lease_max: int = 16           # data API calls one process may take from Redis at
     client_rate_lease_ms: int = 50            # once, kept at most this long (rate_limits.py); 1: none
     connector_timeout: tuple[float, float] = (2.0, 5.0)
@@ -159,7 +160,8 @@ class Config:
                      "job_relay_every", "sweep_every", "log_shards", "log_batch", "log_every",
                      "checkpoint_every", "client_rate_lease_max", "client_rate_lease_ms",
                      "client_rate_per_minute", "oauth_rate_per_minute", "login_rate_per_minute",
-                     "cdi_result_ttl", "cdi_collected_grace", "callback_attempts"):
+                     "cdi_result_ttl", "cdi_collected_grace", "callback_attempts",
+                     "cdi_rate_per_minute"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}: must be a whole number of at least 1")

@@ -128,11 +128,13 @@ class MessageRefused(GatewayError):
     status, problem, message = 401, "invalid-message", "error.bad_request"
     default_detail = "the signed message was refused"
 
-    def __init__(self, detail: str | None = None, **kwargs):
+    def __init__(self, detail: str | None = None, *, credentials: bool = True, **kwargs):
         super().__init__(detail, **kwargs)
         # RFC 9110 15.5.2: a 401 names how to authenticate; the CDI bridge takes JWS signed by
-        # the FI's registered keys (messages) and its self-signed JWT as a Bearer (polling)
-        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="cdi", error="invalid_token"')
+        # the FI's registered keys (messages) and its self-signed JWT as a Bearer (polling).
+        # RFC 6750 3.1: no error code when the request carried no credentials at all.
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="cdi", error="invalid_token"'
+                                if credentials else 'Bearer realm="cdi"')
 
 
 class MessageReplayed(GatewayError):

@@ -30,7 +30,8 @@ from gateway.errors import Throttled
 
 PER_MINUTE = {"client": "client_rate_per_minute",    # data API calls per requester
               "oauth": "oauth_rate_per_minute",      # PAR, token, revoke, introspect per requester
-              "login": "login_rate_per_minute"}      # login starts and code posts per address
+              "login": "login_rate_per_minute",      # login starts and code posts per address
+              "cdi": "cdi_rate_per_minute"}          # CDI queries and polls per FI
 
 
 def charge(gw, kind: str, ident: str, *, limit: int | None = None, window: int = 60,

@@ -276,7 +276,7 @@ def check_fi_jwks(jwks: dict) -> None:
         if use == "sig" and key.get("alg") not in (None, SIGNING_ALGS[key["kty"]]):
             raise RequesterError(f"jwks.keys[{i}]: alg {key.get('alg')!r} does not fit a "
                                  f"{key['kty']} signing key ({SIGNING_ALGS[key['kty']]})")
-    if not any(key.get("use") == "sig" for key in keys):
+    if not any(key.get("use", "sig") == "sig" for key in keys):
         raise RequesterError("jwks: an FI needs a signing key (\"use\": \"sig\") for its CDI messages")
     if not any(key.get("use") == "enc" for key in keys):
         raise RequesterError("jwks: an FI needs an encryption key (\"use\": \"enc\", EC P-256) "

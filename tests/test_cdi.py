@@ -297,3 +297,17 @@ def test_the_release_shows_in_the_citizens_access_log_with_route_cdi(flow, fi, t
     assert fi.submit(fi.message(tokens["access_token"], ITEMS)).status_code == 202
     page = flow.browser.get("/me").get_data(as_text=True)
     assert "cdi" in page.lower()
+
+
+def test_a_polling_assertion_works_once(flow, fi, tokens):
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS, query_id="q-a")).status_code == 202
+    assertion = fi.assertion()
+    assert fi.poll("q-a", assertion).status_code == 200
+    again = fi.poll("q-a", assertion)
+    assert again.status_code == 401 and "used before" in again.get_json()["detail"]
+
+
+def test_a_request_without_credentials_is_told_how_to_authenticate_without_an_error_code(flow):
+    resp = flow.requester.get("/cdi/v1/queries/q-1")
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="cdi"'

@@ -100,7 +100,7 @@ purposes:
     max_duration: P30D
     retention: P7Y
 """)
-    run("clients", "register", "--client-id", "new-bank", "--name", "New Bank", "--kind", "fi",
+    run("clients", "register", "--client-id", "new-bank", "--name", "New Bank", "--kind", "department",
         "--jwks", str(jwks), "--redirect-uri", "https://nb.example/cb", "--policy", str(policy))
     _, challenge = pkce_pair()
     resp = client.post("/oauth/par", data={

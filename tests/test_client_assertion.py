@@ -153,7 +153,7 @@ def _rsa_client(flow) -> jwk.JWK:
     key = jwk.JWK.generate(kty="RSA", size=2048, kid="rsa-bank-1")
     with flow.gw.transaction() as conn:
         requester_registry.register(conn, flow.gw.clock.now(), client_id="rsa-bank",
-                                    name="RSA Bank", kind="fi",
+                                    name="RSA Bank", kind="department",
                                     jwks={"keys": [key.export_public(as_dict=True)]},
                                     redirect_uris=["https://rsa-bank.example/cb"])
     return key

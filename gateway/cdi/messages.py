@@ -19,7 +19,7 @@ from jwcrypto import jws
 from jwcrypto.common import JWException
 from marshmallow import ValidationError
 
-from gateway import requester_registry
+from gateway import rate_limits, requester_registry
 from gateway.errors import BadRequest, MessageRefused
 from gateway.tokens import jose
 from gateway.tokens.errors import TokenError
@@ -146,7 +146,8 @@ def verify_assertion(gw, authorization: str, find) -> dict:
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise MessageRefused("send the FI's self-signed JWT as Authorization: Bearer")
+        raise MessageRefused("send the FI's self-signed JWT as Authorization: Bearer",
+                             credentials=bool(authorization))
     try:
         header = jose.unverified_header(token)
         unverified = jose.b64url_json(token.split(".")[1])
@@ -165,6 +166,13 @@ def verify_assertion(gw, authorization: str, find) -> dict:
         raise MessageRefused(f"the assertion was refused: {exc}") from exc
     if claims.get("sub") != requester["client_id"]:
         raise MessageRefused("the assertion's sub must be the FI's client_id")
-    if not claims["jti"]:
-        raise MessageRefused("the assertion needs a jti")
+    if not claims["jti"] or len(claims["jti"]) > 200:
+        raise MessageRefused("the assertion needs a jti (at most 200 characters)")
+    # each assertion once, as a client assertion (RFC 7523 3): a captured one cannot be
+    # played again to read the FI's queries; the FI's rate counted in the same round trip
+    client_id = requester["client_id"]
+    if not rate_limits.charge(gw, "cdi", client_id, replay_guard=(
+            "cdi-assertion", f"{client_id}:{claims['jti']}",
+            claims["exp"] - gw.clock.now() + 2 * gw.config.clock_skew)):
+        raise MessageRefused("the assertion's jti was used before: sign a new one for each request")
     return requester

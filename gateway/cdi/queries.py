@@ -23,6 +23,7 @@ from gateway.errors import BadRequest, KeyReused, MessageReplayed, QueryNotFound
 from gateway.exchange.release import decide, live_grant
 from gateway.jobs import outbox
 from gateway.store.db import cdi_queries
+from gateway.tokens.errors import TokenError
 from schemas.cdi import QUERY_ID
 
 from . import messages
@@ -61,7 +62,7 @@ def submit(gw, body: str) -> dict:
     client_id, now = requester["client_id"], gw.clock.now()
     # the message's jti remembered (and the FI's rate counted) in one Redis round trip; with
     # Redis down this raises StoreUnavailable (503) and nothing is stored
-    fresh = rate_limits.charge(gw, "oauth", client_id, replay_guard=(
+    fresh = rate_limits.charge(gw, "cdi", client_id, replay_guard=(
         "cdi-message", f"{client_id}:{message['jti']}",
         messages.MAX_AGE + 2 * gw.config.clock_skew))
     if not fresh:
@@ -72,7 +73,10 @@ def submit(gw, body: str) -> dict:
         row = _existing(conn, client_id, message["query_id"])
     if row is not None:   # a new message for a query already made: the same query, no new work
         return _same_query(row, digest)
-    claims = gw.access_tokens.verify(message["access_token"])      # the data API's checks
+    try:
+        claims = gw.access_tokens.verify(message["access_token"])  # the data API's checks
+    except TokenError as exc:
+        raise TokenError(f"the access token was refused: {exc.detail}") from exc
     if claims["client_id"] != client_id:
         raise TokenNotHeld("the access token was issued to another requester, not this FI")
     callback = message.get("callback_url")
