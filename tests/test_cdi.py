@@ -312,3 +312,22 @@ def test_a_request_without_credentials_is_told_how_to_authenticate_without_an_er
     resp = flow.requester.get("/cdi/v1/queries/q-1")
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"] == 'Bearer realm="cdi"'
+
+
+def test_a_sealed_result_is_purged_after_it_was_collected_or_kept_too_long(flow, fi, tokens):
+    from gateway.cdi.queries import purge_results
+    gw = flow.gw
+    for query_id in ("q-collected", "q-never-collected"):
+        assert fi.submit(fi.message(tokens["access_token"], ITEMS,
+                                    query_id=query_id)).status_code == 202
+    assert "result" in fi.poll("q-collected").get_json()          # collected now
+    assert purge_results(gw) == 0                                 # the FI may fetch again a while
+    gw.clock.advance(gw.config.cdi_collected_grace + 1)
+    assert purge_results(gw) == 1
+    gone = fi.poll("q-collected").get_json()
+    assert gone["status"] == "done" and "result" not in gone
+    assert gone["error"]["code"] == "result-purged"
+    assert "result" in fi.poll("q-never-collected").get_json()
+    gw.clock.advance(gw.config.cdi_result_ttl)
+    assert purge_results(gw) == 1
+    assert fi.poll("q-never-collected").get_json()["error"]["code"] == "result-purged"
