@@ -35,6 +35,7 @@ from werkzeug.serving import make_server
 
 from gateway import requester_registry
 from gateway.demo.seed import public_jwks
+from gateway.jobs.outbox import job_id
 from gateway.store.db import audit_entries, cdi_queries, outbox, release_keys
 from gateway.store.queue import queue_for
 
@@ -213,11 +214,11 @@ def queued_app(tmp_path, request, clock):
             ids = conn.execute(select(outbox.c.id)).scalars().all()
         queue = queue_for(gw)
         client = redis.Redis.from_url(REDIS_URL)
-        # RQ keeps its jobs outside our prefix, under ids ("outbox-<n>") another gateway on this
-        # Redis may use too: remove this run's, and only those its queue last enqueued
+        # RQ keeps its jobs outside our prefix (under ids that carry it: outbox.job_id): remove
+        # this run's, and only those its queue last enqueued
         for outbox_id in ids:
             try:
-                job = Job.fetch(f"outbox-{outbox_id}", connection=client)
+                job = Job.fetch(job_id(gw, outbox_id), connection=client)
             except NoSuchJobError:
                 continue
             if job.origin == queue.name:
@@ -394,14 +395,14 @@ def test_a_worker_killed_while_a_slow_receiver_holds_its_callback_never_releases
             # Worst case for the job: the kill landed between the release's commit and the
             # outbox marking the job done (the row is then exactly this: claimed, not done), so
             # the job is handed on again once stale and runs a second time. The callback's
-            # lease (callbacks.LEASE, 60 s) ends at `lease_end`; the workers run on the real
+            # lease (callbacks.lease, 12 s) ends at `lease_end`; the workers run on the real
             # clock, so it is brought forward here instead of waited for.
             with gw.transaction() as conn:
                 conn.execute(update(outbox).where(outbox.c.id == job_row(gw, "ekyc-killed-2").id)
                              .values(done_at=None))
                 conn.execute(update(cdi_queries).where(cdi_queries.c.id == row.id)
                              .values(next_delivery_at=gw.clock.now()))
-            assert lease_end > gw.clock.now() + 30   # without that, no retry for a while yet
+            assert lease_end > gw.clock.now() + 5    # without that, no retry for a while yet
 
             second = Worker("worker-2", env, tmp_path)
             workers.append(second)

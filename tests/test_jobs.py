@@ -180,7 +180,7 @@ def test_worker_runs_the_outbox_job_from_the_real_queue(tmp_path, request, clock
         outbox.add(conn, gw.clock.now(), "sweep.expire_consents", {}, key="sweep-now")
     row = _rows(gw)[0]
     assert row["relayed_at"] is not None and row["done_at"] is None
-    job = queue_for(gw).fetch_job(f"outbox-{row['id']}")
+    job = queue_for(gw).fetch_job(outbox.job_id(gw, row["id"]))
     assert job.args == (row["id"],)  # jobs carry ids, never personal data
     env = dict(os.environ, CDEG_DATABASE_URL=config.database_url, CDEG_REDIS_URL=config.redis_url,
                CDEG_REDIS_PREFIX=config.redis_prefix, CDEG_INSTANCE_DIR=str(config.instance_dir),

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cdeg.jobs")
 
 CALLBACK_TYP = "cdeg-cdi-callback+jwt"
-LEASE = 60           # seconds a claimed delivery is left to its worker (longer than a try)
+LEASE_MARGIN = 5     # seconds beyond one try's (connect, read) timeout a claim is left to its worker
 BATCH = 20
 
 
@@ -61,8 +61,14 @@ def due(gw: Gateway, limit: int = BATCH) -> list:
         rows = conn.execute(query).all()
         if rows:
             conn.execute(update(cdi_queries).where(cdi_queries.c.id.in_([r.id for r in rows]))
-                         .values(next_delivery_at=now + LEASE))
+                         .values(next_delivery_at=now + lease(gw)))
     return rows
+
+
+def lease(gw: Gateway) -> int:
+    """How long a claimed delivery is its worker's: one try's whole timeout and a margin (a
+    worker killed mid-try delays that callback by this much, no more)."""
+    return int(sum(gw.config.callback_timeout)) + LEASE_MARGIN
 
 
 def body_for(gw: Gateway, row) -> str:

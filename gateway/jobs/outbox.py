@@ -116,13 +116,22 @@ def relay(gw: Gateway, limit: int = RELAY_BATCH) -> int:
         for outbox_id in ids:
             try:  # a second enqueue of a row (a relay that failed part-way, a stale row) is
                 # harmless: run() takes a lease, and a done row is not run again
-                queue.enqueue("gateway.jobs.outbox.run", outbox_id, job_id=f"outbox-{outbox_id}",
+                queue.enqueue("gateway.jobs.outbox.run", outbox_id, job_id=job_id(gw, outbox_id),
                               job_timeout=gw.config.job_timeout, failure_ttl=3600, result_ttl=600)
             except Exception as exc:  # noqa: BLE001 - Redis errors: the rows wait, unrelayed
                 raise StoreUnavailable("the job queue did not answer") from exc
         if ids:
             conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(relayed_at=now))
     return len(ids)
+
+
+def job_id(gw: Gateway, outbox_id: int) -> str:
+    """The RQ job id of an outbox row. RQ keeps jobs under ``rq:job:<id>`` whatever the queue's
+    name, so the id carries this gateway's Redis prefix (hashed: RQ takes ``[A-Za-z0-9_-]``
+    only) — two gateways sharing one Redis never overwrite or drop each other's jobs."""
+    import hashlib
+    scope = hashlib.sha256(gw.config.redis_prefix.encode()).hexdigest()[:12]
+    return f"outbox-{scope}-{outbox_id}"
 
 
 def relay_quietly(gw: Gateway) -> None:
