@@ -219,3 +219,26 @@ def test_outside_a_request_or_a_worker_there_is_no_gateway_to_reach(monkeypatch)
     monkeypatch.setattr(runtime, "_installed", None)
     with pytest.raises(RuntimeError, match="no gateway in this process"):
         runtime.current()
+
+
+def test_a_job_that_marks_its_row_done_in_its_own_transaction_commits_both_or_neither(
+        gw, monkeypatch):
+    from gateway.jobs import current
+    outcomes = []
+
+    def job(gw, **args):
+        with gw.transaction() as conn:
+            current.done_in(conn, gw.clock.now())
+            if not outcomes:
+                outcomes.append("rolled back")
+                raise RuntimeError("the job's last transaction fails after marking done")
+        outcomes.append("committed")
+
+    monkeypatch.setitem(JOBS, "test.marks_done", job)
+    with gw.transaction() as conn:
+        outbox.add(conn, gw.clock.now(), "test.marks_done", {}, key="marks-done-1")
+    row = _rows(gw)[-1]
+    assert row["done_at"] is None            # its transaction rolled back: not done
+    gw.clock.advance(gw.config.job_timeout + 1)   # the failed run's lease ends
+    outbox._run(gw, row["id"])
+    assert _rows(gw)[-1]["done_at"] is not None and outcomes == ["rolled back", "committed"]

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from sqlalchemy import Text, bindparam, cast, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.audit import entries, sequencer
 from gateway.citizens import pairwise_subject
@@ -252,11 +252,12 @@ def record_in(conn, gw, grant: Grant, items: list[str], *, route: str, key: str 
         raise InvalidToken(_ENDED)
     if key is not None:
         scoped = _scoped(grant, key)
-        try:
-            with conn.begin_nested():
-                conn.execute(release_keys.insert().values(
-                    key=scoped, consent_id=grant.consent_id, recorded_at=now))
-        except IntegrityError:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        taken = conn.execute(dialect.insert(release_keys)
+                             .values(key=scoped, consent_id=grant.consent_id, recorded_at=now)
+                             .on_conflict_do_nothing(index_elements=["key"])
+                             .returning(release_keys.c.key)).first()
+        if taken is None:   # recorded before (or by a concurrent release that committed first)
             earlier = conn.execute(select(release_keys.c.consent_id)
                                    .where(release_keys.c.key == scoped)).scalar()
             if earlier != grant.consent_id:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from gateway import requester_registry
 from gateway.cdi.status import DONE, FAILED, QUEUED, RUNNING
@@ -28,6 +28,8 @@ from gateway.exchange.release import decide, live_grant, record_in
 from gateway.store.db import cdi_queries
 from gateway.tokens import jwe
 from gateway.tokens.access import VerifiedClaims, new_jti
+
+from . import current
 
 if TYPE_CHECKING:
     from gateway.instance import Gateway
@@ -44,9 +46,11 @@ def _finish(gw: Gateway, row, conn=None, **values) -> None:
                                      cdi_queries.c.status.in_(_OPEN)).values(**values)
     if conn is not None:
         conn.execute(stmt)
+        current.done_in(conn, values["finished_at"])
         return
     with gw.transaction() as own:
         own.execute(stmt)
+        current.done_in(own, values["finished_at"])
 
 
 def _fail(gw: Gateway, row, code: str, detail: str) -> str:
@@ -55,14 +59,12 @@ def _fail(gw: Gateway, row, code: str, detail: str) -> str:
 
 
 def run_query(gw: Gateway, query: int) -> str:
-    with gw.reads.connect() as conn:
-        row = conn.execute(select(cdi_queries).where(cdi_queries.c.id == query)).first()
-    if row is None or row.status not in _OPEN:
-        return "gone" if row is None else row.status     # done before: nothing twice
-    with gw.transaction() as conn:
-        conn.execute(update(cdi_queries).where(cdi_queries.c.id == row.id,
-                                               cdi_queries.c.status == QUEUED)
-                     .values(status=RUNNING))
+    with gw.transaction() as conn:     # claimed and read in one statement
+        row = conn.execute(update(cdi_queries).where(cdi_queries.c.id == query,
+                                                     cdi_queries.c.status.in_(_OPEN))
+                           .values(status=RUNNING).returning(*cdi_queries.c)).first()
+    if row is None:
+        return "done before"           # done (or failed) before, or never made: nothing twice
     # the access token was verified (signature, issuer, audience, exp) when the query was
     # accepted; its row, the consent and the policy are checked again now, as for any read
     claims = VerifiedClaims({"jti": row.token_id, "consent_id": row.consent_id,

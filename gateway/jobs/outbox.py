@@ -33,6 +33,7 @@ from gateway.errors import StoreUnavailable
 from gateway.store.db import outbox
 from schemas.hkid import InvalidHKID, normalise
 
+from . import current
 from .registry import JOBS
 
 if TYPE_CHECKING:
@@ -167,13 +168,17 @@ def _run(gw: Gateway, outbox_id: int, *, claim=None, raise_errors: bool = False)
                            .returning(outbox.c.job, outbox.c.args)).first()
     if row is None:
         return None
+    token = current.running(outbox_id)
     try:
         result = JOBS[row.job](gw, **row.args)
     except Exception as exc:
+        current.finished(token)
         log.warning("job %s (outbox %s) failed: %s", row.job, outbox_id, type(exc).__name__)
         if raise_errors:
             raise
         return None
+    if current.finished(token):     # marked done by the job, in its own last transaction
+        return result if result is not None else True
     with gw.transaction() as conn:
         conn.execute(update(outbox).where(outbox.c.id == outbox_id)
                      .values(done_at=gw.clock.now()))
