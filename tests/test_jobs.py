@@ -223,12 +223,11 @@ def test_outside_a_request_or_a_worker_there_is_no_gateway_to_reach(monkeypatch)
 
 def test_a_job_that_marks_its_row_done_in_its_own_transaction_commits_both_or_neither(
         gw, monkeypatch):
-    from gateway.jobs import current
     outcomes = []
 
     def job(gw, **args):
         with gw.transaction() as conn:
-            current.done_in(conn, gw.clock.now())
+            outbox.done_in(conn, gw.clock.now())
             if not outcomes:
                 outcomes.append("rolled back")
                 raise RuntimeError("the job's last transaction fails after marking done")

@@ -29,8 +29,6 @@ from gateway.store.db import cdi_queries
 from gateway.tokens import jwe
 from gateway.tokens.access import VerifiedClaims, new_jti
 
-from . import current
-
 if TYPE_CHECKING:
     from gateway.instance import Gateway
 
@@ -39,6 +37,7 @@ _OPEN = (QUEUED, RUNNING)
 
 
 def _finish(gw: Gateway, row, conn=None, **values) -> None:
+    from gateway.jobs.outbox import done_in   # (the outbox module imports the job registry)
     values.update(finished_at=gw.clock.now())
     if row.callback_url is not None:
         values.update(delivery="pending", next_delivery_at=gw.clock.now())
@@ -46,11 +45,11 @@ def _finish(gw: Gateway, row, conn=None, **values) -> None:
                                      cdi_queries.c.status.in_(_OPEN)).values(**values)
     if conn is not None:
         conn.execute(stmt)
-        current.done_in(conn, values["finished_at"])
+        done_in(conn, values["finished_at"])
         return
     with gw.transaction() as own:
         own.execute(stmt)
-        current.done_in(own, values["finished_at"])
+        done_in(own, values["finished_at"])
 
 
 def _fail(gw: Gateway, row, code: str, detail: str) -> str:

@@ -7,6 +7,7 @@ stays until the job has run.
                                         go to RQ (a real Redis), or run here and now (embedded)
     run(outbox_id)                      what an RQ worker runs: the row's job, against the
                                         worker's gateway, marked done once it has succeeded
+    done_in(conn, now)                  inside a job's last transaction: the row done with it
 
 So a job can neither run before the transaction that asked for it commits (an uncommitted row
 is invisible to ``relay``; a rolled-back one never existed) nor be lost after it: if the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, or_, select, true, update
@@ -33,7 +35,6 @@ from gateway.errors import StoreUnavailable
 from gateway.store.db import outbox
 from schemas.hkid import InvalidHKID, normalise
 
-from . import current
 from .registry import JOBS
 
 if TYPE_CHECKING:
@@ -135,6 +136,33 @@ def job_id(gw: Gateway, outbox_id: int) -> str:
     return f"outbox-{scope}-{outbox_id}"
 
 
+# The row a job is running for, so the job can mark it done in its own last transaction — its
+# effect and its done mark then commit together (``done_in``), and ``_run`` spares a
+# transaction of its own.
+_RUNNING: ContextVar[dict | None] = ContextVar("cdeg_outbox_running", default=None)
+
+
+def _running(outbox_id: int):
+    """Set while ``outbox_id``'s job runs; answers the token to ``finished`` with."""
+    return _RUNNING.set({"id": outbox_id, "done": False})
+
+
+def _finished(token) -> bool:
+    """Unset; whether the job marked its row done itself."""
+    state = _RUNNING.get()
+    _RUNNING.reset(token)
+    return bool(state and state["done"])
+
+
+def done_in(conn, now: int) -> None:
+    """Inside a job's transaction: its outbox row is done when this transaction commits (a job
+    run outside the outbox — a test, an operator — has no row, and nothing is marked)."""
+    state = _RUNNING.get()
+    if state is not None:
+        conn.execute(update(outbox).where(outbox.c.id == state["id"]).values(done_at=now))
+        state["done"] = True
+
+
 def relay_quietly(gw: Gateway) -> None:
     """Relay after a commit: the commit stands whatever happens here; what could not be handed
     on now waits for the next relay."""
@@ -168,16 +196,16 @@ def _run(gw: Gateway, outbox_id: int, *, claim=None, raise_errors: bool = False)
                            .returning(outbox.c.job, outbox.c.args)).first()
     if row is None:
         return None
-    token = current.running(outbox_id)
+    token = _running(outbox_id)
     try:
         result = JOBS[row.job](gw, **row.args)
     except Exception as exc:
-        current.finished(token)
+        _finished(token)
         log.warning("job %s (outbox %s) failed: %s", row.job, outbox_id, type(exc).__name__)
         if raise_errors:
             raise
         return None
-    if current.finished(token):     # marked done by the job, in its own last transaction
+    if _finished(token):     # marked done by the job, in its own last transaction
         return result if result is not None else True
     with gw.transaction() as conn:
         conn.execute(update(outbox).where(outbox.c.id == outbox_id)
