@@ -60,7 +60,7 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     app.session_interface = RedisSessionInterface(gw)
 
     from gateway import http_errors, wellknown
-    from gateway.api import data, forms, log
+    from gateway.api import consents as _consents, data, forms, log  # noqa: F401 - routes
     from gateway.cdi import views as cdi_views
     from gateway.oauth import views
     from gateway.web import auth, consent, me, pages, profile  # noqa: F401 - they register their routes

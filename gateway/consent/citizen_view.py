@@ -1,6 +1,11 @@
 """The citizen's side of consents: what a request would share, their list, and revoking."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+from pathlib import Path
+
 from sqlalchemy import select
 
 from gateway.audit import entries
@@ -22,6 +27,36 @@ def purpose_text(policy: dict | None, purpose: str, lang: str) -> str:
 
 def requester_name(row: dict, lang: str) -> str:
     return (row.get("name_zh") if lang == "zh-HK" else None) or row["name"]
+
+
+_TEMPLATE = Path(__file__).resolve().parent.parent / "web" / "templates" / "consent.html"
+
+
+@functools.cache
+def notice_version(lang: str) -> str:
+    """The consent screen's wording as a version: its template and its strings in ``lang``."""
+    from gateway.web.i18n import TEXT
+    strings = {k: v for k, v in sorted(TEXT.get(lang, TEXT["en"]).items())
+               if k.startswith(("consent.", "status."))}
+    raw = _TEMPLATE.read_bytes() + json.dumps(strings, sort_keys=True, ensure_ascii=False).encode()
+    return "consent-screen@" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def notice(requester: dict, consent: dict, items: list[str], lang: str) -> dict:
+    """What the consent screen presented, without the values: the record a dispute can be
+    settled with (its digest is stored with the consent, carried in its tokens and receipt)."""
+    return {"template": notice_version(lang), "lang": lang,
+            "requester": {"client_id": requester["client_id"],
+                          "name": requester_name(requester, lang)},
+            "purpose": {"id": consent["purpose"],
+                        "text": purpose_text(requester["policy"], consent["purpose"], lang)},
+            "items": [{"id": i, "label": label(i, lang)} for i in items],
+            "access": consent["access"], "duration": consent["duration"]}
+
+
+def notice_digest(record: dict) -> str:
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
@@ -89,6 +124,17 @@ def _proof_link(entry: dict, sizes: dict) -> str | None:
         return None   # not yet in the log's tree
     return (f"/log/v1/proof/inclusion?shard={entry['shard']}&leaf_index={entry['leaf_index']}"
             f"&tree_size={size}")
+
+
+def receipt_of(gw, subject_id: str, consent_id: str) -> str:
+    """The signed receipt of one of the citizen's own consents (another's: not found)."""
+    from . import receipt
+    with gw.reads.connect() as conn:
+        consent = ledger.get(conn, consent_id)
+        if consent["subject_id"] != subject_id:
+            raise ConsentNotFound(consent_id)
+        requester = gw.requester(conn, consent["client_id"])
+    return receipt.signed(gw, consent, requester)
 
 
 def revoke(gw, subject_id: str, consent_id: str) -> None:

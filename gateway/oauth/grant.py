@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, select, update
 
 from gateway import citizens, requester_registry
 from gateway.audit import entries, sequencer
-from gateway.consent import ledger, liveness
+from gateway.consent import citizen_view, ledger, liveness
 from gateway.consent.lifecycle import ConsentError, Status
 from gateway.exchange.release import POLICY_DIGEST
 from gateway.store.db import authorization_codes, consents, pushed_requests, requesters
@@ -114,10 +114,11 @@ def kept_items(consent: dict, policy: dict | None, dropped: set[str]) -> list[st
 
 
 def decide(gw, conn, pushed: dict, citizen: dict, approve: bool,
-           dropped: set[str] = frozenset()) -> str:
+           dropped: set[str] = frozenset(), lang: str = "en") -> str:
     """Record the citizen's answer and answer the URL to send the browser to (RFC 9207 iss).
     ``dropped``: optional items the citizen unticked; the consent, its tokens and every release
-    then hold only the rest."""
+    then hold only the rest. The notice the screen showed (in ``lang``) is kept with the
+    answer, and its digest (``citizen_view.notice``)."""
     now = gw.clock.now()
     taken = conn.execute(update(pushed_requests)
                          .where(pushed_requests.c.request_uri == pushed["request_uri"],
@@ -129,11 +130,13 @@ def decide(gw, conn, pushed: dict, citizen: dict, approve: bool,
     subject = citizens.pairwise_subject(gw.pairwise_secret, citizen["subject_id"],
                                         consent["client_id"])
     base = {"state": pushed["state"], "iss": gw.config.issuer}
-    if not approve:
-        ledger.transition(conn, now, consent, "declined", subject=subject,
-                          values={"subject_id": citizen["subject_id"]})
-        return _redirect(pushed["redirect_uri"], {"error": "access_denied", **base})
     requester = gw.requester(conn, consent["client_id"])
+    if not approve:
+        shown = citizen_view.notice(requester, consent, consent["data_items"], lang)
+        ledger.transition(conn, now, consent, "declined", subject=subject,
+                          values={"subject_id": citizen["subject_id"], "notice": shown,
+                                  "notice_digest": citizen_view.notice_digest(shown)})
+        return _redirect(pushed["redirect_uri"], {"error": "access_denied", **base})
     try:  # the policy may have narrowed since the request was pushed
         check_request(requester["policy"], consent["authorization_details"][0])
     except PolicyError:
@@ -148,8 +151,10 @@ def decide(gw, conn, pushed: dict, citizen: dict, approve: bool,
     narrowed = {} if items == consent["data_items"] else {
         "data_items": items,
         "authorization_details": [{**consent["authorization_details"][0], "data_items": items}]}
+    shown = citizen_view.notice(requester, consent, items, lang)
     ledger.transition(conn, now, consent, "approved", subject=subject,
                       values={"subject_id": citizen["subject_id"], "expires_at": now + lifetime,
+                              "notice": shown, "notice_digest": citizen_view.notice_digest(shown),
                               **narrowed})
     code = secrets.token_urlsafe(32)
     conn.execute(authorization_codes.insert().values(
@@ -179,7 +184,8 @@ def _tokens_for(gw, requester: dict, consent: dict, code_hash: str | None) -> Is
                                 client_id=requester["client_id"],
                                 consent_id=consent["consent_id"],
                                 authorization_details=consent["authorization_details"], now=now,
-                                ttl=gw.config.access_token_ttl)
+                                ttl=gw.config.access_token_ttl,
+                                notice_digest=consent.get("notice_digest"))
     rows = [dict(token_id=claims["jti"], kind="access", consent_id=consent["consent_id"],
                  client_id=requester["client_id"], code_hash=code_hash, issued_at=now,
                  expires_at=claims["exp"])]

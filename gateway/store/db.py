@@ -67,8 +67,15 @@ consents = Table(
     Column("decided_at", BigInteger),
     Column("expires_at", BigInteger),
     Column("ended_at", BigInteger),
+    Column("notice_digest", String(80)),                   # sha256 of the consent screen shown
+    Column("notice", JSON),                                # what it showed (no values)
+    Column("event_delivery", String(16)),                  # revocation event: pending | notified
+    Column("event_attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_event_at", BigInteger),                   # pending: when to try (a lease too)
+    Column("event_error", String(200)),
     Index("ix_consents_subject", "subject_id"),
     Index("ix_consents_status_expiry", "status", "expires_at"),   # the expiry sweep
+    Index("ix_consents_event_delivery", "event_delivery", "next_event_at"),
 )
 
 pushed_requests = Table(

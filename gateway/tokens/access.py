@@ -24,10 +24,13 @@ def new_jti() -> str:
 
 
 def mint(keyring, *, issuer: str, audience: str, subject: str, client_id: str, consent_id: str,
-         authorization_details: list, now: int, ttl: int) -> tuple[str, dict]:
+         authorization_details: list, now: int, ttl: int,
+         notice_digest: str | None = None) -> tuple[str, dict]:
     claims = {"iss": issuer, "sub": subject, "aud": audience, "client_id": client_id,
               "iat": now, "nbf": now, "exp": now + ttl, "jti": new_jti(),
               "consent_id": consent_id, "authorization_details": authorization_details}
+    if notice_digest:   # the consent screen the citizen saw (a private claim)
+        claims["notice_digest"] = notice_digest
     return jose.sign(claims, keyring.signing_key, typ="at+jwt"), claims
 
 

@@ -50,6 +50,6 @@ def authorize():
         offered = set(request.form.getlist("offered"))      # the optional items shown ticked
         dropped = offered - set(request.form.getlist("items"))
         target = grant.decide(runtime.current(), conn, pushed, citizen,
-                              approve=decision == "approve", dropped=dropped)
+                              approve=decision == "approve", dropped=dropped, lang=lang())
     session.pop("demo_code", None)
     return redirect(target, code=303)

@@ -35,6 +35,17 @@ def revoke(consent_id: str):
     return redirect(url_for("web.me"), code=303)
 
 
+@bp.get("/me/consents/<consent_id>/receipt")
+def receipt_download(consent_id: str):
+    """The consent's signed receipt (a compact JWS), to keep; another's is not found."""
+    if not signed_in():
+        return redirect(url_for("web.login_page", next="/me"), code=303)
+    signed = citizen_view.receipt_of(runtime.current(), signed_in(), consent_id[:64])
+    return signed, 200, {"Content-Type": "application/jwt", "Cache-Control": "no-store",
+                         "Content-Disposition":
+                             f'attachment; filename="consent-{consent_id[:64]}.receipt.jwt"'}
+
+
 @bp.get("/")
 def home():
     return redirect(url_for("web.me"), code=303)
