@@ -172,8 +172,10 @@ def clients():
 @click.option("--name-zh", default=None)
 @click.option("--callback-url", "callback_urls", multiple=True,
               help="an FI's allowed CDI callback URL (repeatable; https, never a private address)")
+@click.option("--event-endpoint", default=None,
+              help="where revocation events (RFC 8417 SETs) are pushed (RFC 8935); https")
 def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_file, name_zh,
-                     callback_urls):
+                     callback_urls, event_endpoint):
     from gateway import requester_registry
     from policies.engine import load_file
     try:
@@ -187,7 +189,7 @@ def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_fil
         requester_registry.register(conn, gw.clock.now(), client_id=client_id, name=name,
                            name_zh=name_zh, jwks=jwks, redirect_uris=list(redirect_uris),
                            kind=kind, policy=policy, callback_urls=list(callback_urls),
-                           demo=config.demo)
+                           webhook_url=event_endpoint, demo=config.demo)
     click.echo(f"registered {client_id} ({kind})")
 
 

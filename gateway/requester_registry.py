@@ -232,10 +232,11 @@ def _is_internal(host: str) -> bool:
     return not address.is_global or address.is_multicast
 
 
-def check_callback_url(uri: str, *, demo: bool = False) -> str:
-    """An FI's CDI callback URL, if it is fit to register: absolute https with a valid host, no
-    userinfo, no fragment, and never a loopback, link-local or private address; in demo mode
-    http (and https) on a loopback host is admitted too (SPEC 6)."""
+def check_callback_url(uri: str, *, demo: bool = False, what: str = "callback URL") -> str:
+    """A URL the gateway will push to (an FI's CDI callback URL, a requester's event
+    endpoint), if it is fit to register: absolute https with a valid host, no userinfo, no
+    fragment, and never a loopback, link-local or private address; in demo mode http (and
+    https) on a loopback host is admitted too (SPEC 6)."""
     try:
         scheme, host, _ = _parse_origin(uri)
         loopback = host in LOOPBACK_HOSTS
@@ -248,7 +249,7 @@ def check_callback_url(uri: str, *, demo: bool = False) -> str:
                              + ("" if demo else " (outside demo mode)"))
     except ValueError as exc:
         shown = uri[:200] if isinstance(uri, str) else uri
-        raise RequesterError(f"callback URL {shown!r}: {exc}") from None
+        raise RequesterError(f"{what} {shown!r}: {exc}") from None
     return uri
 
 
@@ -309,6 +310,8 @@ def register(conn: Connection, now: int, *, client_id: str, name: str, jwks: dic
         callbacks = [check_callback_url(u, demo=demo) for u in callbacks]
     elif callbacks:
         raise RequesterError("callback URL: only an FI (--kind fi) registers CDI callback URLs")
+    if webhook_url is not None:
+        webhook_url = check_callback_url(webhook_url, demo=demo, what="event endpoint")
     if policy is not None:
         try:
             policy = validate_policy(policy, source=f"policy of {client_id}")

@@ -395,7 +395,7 @@ def test_a_worker_killed_while_a_slow_receiver_holds_its_callback_never_releases
             # Worst case for the job: the kill landed between the release's commit and the
             # outbox marking the job done (the row is then exactly this: claimed, not done), so
             # the job is handed on again once stale and runs a second time. The callback's
-            # lease (callbacks.lease, 12 s) ends at `lease_end`; the workers run on the real
+            # lease (push.lease, 12 s) ends at `lease_end`; the workers run on the real
             # clock, so it is brought forward here instead of waited for.
             with gw.transaction() as conn:
                 conn.execute(update(outbox).where(outbox.c.id == job_row(gw, "ekyc-killed-2").id)

@@ -111,11 +111,23 @@ def overview(gw, subject_id: str, lang: str, page: int = 1) -> tuple[list[dict],
                 "purpose_text": purpose_text(row["policy"], row["purpose"], lang),
                 "item_labels": [label(i, lang) for i in row["data_items"]],
                 "expires": rfc3339(row["expires_at"]) if row["expires_at"] else None,
+                "granted": rfc3339(row["decided_at"]) if row["decided_at"] and
+                row["status"] != "declined" else None,
+                "event": _event_state(row),
                 "reads": [{"at": e["at"], "client_id": e["client_id"], "item_ids": e["items"],
                            "route": e["route"], "proof": _proof_link(e, sizes)}
                           for e in reads],
             })
     return out, more
+
+
+def _event_state(row: dict) -> str | None:
+    """How the requester was told of the revocation: notified, retrying, failed (or sending,
+    before the first try); None when it has no event endpoint or nothing was revoked."""
+    delivery = row.get("event_delivery")
+    if delivery == "pending":
+        return "retrying" if row.get("event_attempts") else "sending"
+    return delivery
 
 
 def _proof_link(entry: dict, sizes: dict) -> str | None:
@@ -145,6 +157,11 @@ def revoke(gw, subject_id: str, consent_id: str) -> None:
             raise ConsentNotFound(consent_id)
         now = gw.clock.now()
         ending = "expired" if liveness.lapsed(consent, now) else "revoked"
-        ledger.transition(conn, now, consent, ending, subject=ledger.subject_of(gw, consent))
+        # the requester is told by a pushed event (gateway/jobs/events.py) when it registered
+        # an endpoint: asked for here, in the revocation's own transaction
+        told = ending == "revoked" and gw.requester(conn, consent["client_id"]).get("webhook_url")
+        ledger.transition(conn, now, consent, ending, subject=ledger.subject_of(gw, consent),
+                          values={"event_delivery": "pending", "next_event_at": now,
+                                  "event_attempts": 0} if told else None)
 
     gw.in_transaction(work)  # a revocation that met a concurrent change is run again

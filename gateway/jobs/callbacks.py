@@ -17,18 +17,16 @@ and the ``query_id``: a receiver that saw a try it did not answer in time may se
 from __future__ import annotations
 
 import logging
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-import requests
 from sqlalchemy import select, update
 
-from gateway.requester_registry import _is_internal
 from gateway.store.db import cdi_queries
 from gateway.tokens import jose
 from gateway.tokens.access import new_jti
+
+from . import push
 
 if TYPE_CHECKING:
     from gateway.instance import Gateway
@@ -36,18 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cdeg.jobs")
 
 CALLBACK_TYP = "cdeg-cdi-callback+jwt"
-LEASE_MARGIN = 5     # seconds beyond one try's (connect, read) timeout a claim is left to its worker
 BATCH = 20
-
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False       # no proxy variables: the registered URL, and only it
-    session.headers["User-Agent"] = "cdeg-gateway/0.1 (CDI callback)"
-    return session
-
-
-_SESSION = _session()
 
 
 def due(gw: Gateway, limit: int = BATCH) -> list:
@@ -61,14 +48,8 @@ def due(gw: Gateway, limit: int = BATCH) -> list:
         rows = conn.execute(query).all()
         if rows:
             conn.execute(update(cdi_queries).where(cdi_queries.c.id.in_([r.id for r in rows]))
-                         .values(next_delivery_at=now + lease(gw)))
+                         .values(next_delivery_at=now + push.lease(gw)))
     return rows
-
-
-def lease(gw: Gateway) -> int:
-    """How long a claimed delivery is its worker's: one try's whole timeout and a margin (a
-    worker killed mid-try delays that callback by this much, no more)."""
-    return int(sum(gw.config.callback_timeout)) + LEASE_MARGIN
 
 
 def body_for(gw: Gateway, row) -> str:
@@ -81,43 +62,8 @@ def body_for(gw: Gateway, row) -> str:
     return jose.sign(claims, gw.keyring.signing_key, typ=CALLBACK_TYP)
 
 
-def _refused_destination(gw: Gateway, url: str) -> str | None:
-    if gw.config.demo:
-        return None
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return None                  # the POST itself will say it cannot connect
-    if any(_is_internal(a.split("%")[0]) for a in addresses):
-        return "the callback URL resolves to a private or loopback address"
-    return None
-
-
-def _try(gw: Gateway, row) -> str | None:
-    """POST once; None when the receiver took it, else why not (no personal data)."""
-    refused = _refused_destination(gw, row.callback_url)
-    if refused:
-        return refused
-    try:
-        resp = _SESSION.post(row.callback_url, data=body_for(gw, row).encode("ascii"),
-                             headers={"Content-Type": "application/jose"},
-                             timeout=gw.config.callback_timeout, allow_redirects=False,
-                             stream=True)
-    except requests.Timeout:
-        return "no answer in time"
-    except requests.RequestException as exc:
-        return f"could not connect ({type(exc).__name__})"
-    try:
-        if 200 <= resp.status_code < 300:
-            return None
-        return f"answered {resp.status_code}"
-    finally:
-        resp.close()                 # the receiver's body is not read
-
-
 def deliver(gw: Gateway, row) -> str:
-    error = _try(gw, row)
+    error = push.post(gw, row.callback_url, body_for(gw, row), "application/jose")
     now = gw.clock.now()
     attempts = row.delivery_attempts + 1
     if error is None:
@@ -126,8 +72,8 @@ def deliver(gw: Gateway, row) -> str:
     elif attempts >= gw.config.callback_attempts:
         values = dict(delivery="failed", next_delivery_at=None, delivery_error=error[:200])
     else:
-        wait = gw.config.callback_backoff * 2 ** (attempts - 1)
-        values = dict(next_delivery_at=now + max(1, round(wait)), delivery_error=error[:200])
+        values = dict(next_delivery_at=now + push.wait_before(gw, attempts),
+                      delivery_error=error[:200])
     with gw.transaction() as conn:
         conn.execute(update(cdi_queries).where(cdi_queries.c.id == row.id,
                                                cdi_queries.c.delivery == "pending")

@@ -23,7 +23,7 @@ from gateway.store.queue import queue_for
 
 from gateway.audit import sequencer
 
-from . import callbacks, outbox
+from . import callbacks, events, outbox
 
 if TYPE_CHECKING:
     from gateway.instance import Gateway
@@ -79,10 +79,11 @@ def tend_in_background(gw: Gateway) -> threading.Event:
         # a receiver that is slow holds one of these threads, never a query job
         pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cdeg-callback")
         while not stop.wait(gw.config.callback_every):
-            try:
-                callbacks.pump(gw, pool)
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
-                log.warning("callbacks deferred: %s", type(exc).__name__)
+            for kind in (callbacks, events):
+                try:
+                    kind.pump(gw, pool)
+                except Exception as exc:  # noqa: BLE001 - the next round tries again
+                    log.warning("pushes deferred: %s", type(exc).__name__)
         pool.shutdown(wait=False)
 
     threading.Thread(target=loop, name="cdeg-outbox-relay", daemon=True).start()
