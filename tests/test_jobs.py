@@ -241,3 +241,30 @@ def test_a_job_that_marks_its_row_done_in_its_own_transaction_commits_both_or_ne
     gw.clock.advance(gw.config.job_timeout + 1)   # the failed run's lease ends
     outbox._run(gw, row["id"])
     assert _rows(gw)[-1]["done_at"] is not None and outcomes == ["rolled back", "committed"]
+
+
+def test_the_expiry_sweep_is_on_rqs_own_schedule_in_the_worker(tmp_path, request, clock):
+    from gateway.jobs import worker
+
+    from .conftest import build_app, make_config
+    config = make_config(tmp_path, "services", request, jobs_inline=False)
+    app = build_app(config, clock)
+    gw = runtime.of(app)
+    runtime.install(gw)
+    try:
+        cron = worker.schedule(gw)
+        [job] = cron.get_jobs()
+        assert job.func is worker.sweep_due and job.interval == gw.config.sweep_every
+        assert len(cron.enqueue_jobs()) == 1          # due at once
+        assert cron.enqueue_jobs() == []              # not again until the interval passes
+        [queued] = queue_for(gw).jobs
+        assert queued.func_name == "gateway.jobs.worker.sweep_due" and queued.args == ()
+        queued.perform()                              # what the worker runs
+        keys = [r["idempotency_key"] for r in _rows(gw)]
+        assert any(k.startswith("sweep.expire_consents:") for k in keys)
+        queued.perform()                              # twice in one window: still one row
+        assert len(_rows(gw)) == len(keys)
+    finally:
+        runtime.install(None)
+        queue_for(gw).delete(delete_jobs=True)
+        gw.close()
