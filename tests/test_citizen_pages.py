@@ -270,4 +270,46 @@ def test_me_is_paginated_newest_first(flow, monkeypatch):
     assert len(shown[0]) == 2 and len(shown[1]) == 1
     assert sorted(shown[0] + shown[1]) == sorted(made)
     assert 'rel="next"' in first and 'rel="prev"' in second and 'rel="next"' not in second
-    assert flow.browser.get("/me?page=zz").status_code == 200     # a bad page is the first
+    for bad in ("zz", "-1", "0", "1000000000", "1&page=2"):
+        resp = flow.browser.get(f"/me?page={bad}")
+        assert resp.status_code == 400 and resp.mimetype == "text/html", bad
+
+
+def test_me_groups_consents_active_then_expired_revoked_declined(flow):
+    import re
+    active = flow.tokens()["consent_id"]
+    revoked = flow.tokens()["consent_id"]
+    flow.revoke_as_citizen(revoked)
+    par = flow.par()
+    declined_answer = flow.decide(par.get_json()["request_uri"], "decline")
+    assert declined_answer.status_code == 303
+    page = flow.browser.get("/me").get_data(as_text=True)
+    groups = re.findall(r'data-group="([a-z]+)"', page)
+    assert groups == ["approved", "revoked", "declined"]
+    order = re.findall(r'data-consent-id="([^"]+)"', page)
+    assert order[:2] == [active, revoked]
+    zh = flow.browser.get("/me?lang=zh-HK").get_data(as_text=True)
+    assert "生效中" in zh and "已撤回" in zh and "已拒絕" in zh
+
+
+def test_me_costs_the_same_statements_for_one_consent_or_many(flow):
+    from sqlalchemy import event
+
+    def statements_for_me() -> int:
+        sent = []
+        listener = lambda *args: sent.append(1)   # noqa: E731
+        event.listen(flow.gw.db.engine, "before_cursor_execute", listener)
+        try:
+            assert flow.browser.get("/me").status_code == 200
+        finally:
+            event.remove(flow.gw.db.engine, "before_cursor_execute", listener)
+        return len(sent)
+
+    first = flow.tokens()
+    flow.data(first["access_token"])
+    one = statements_for_me()
+    for _ in range(4):
+        tokens = flow.tokens()
+        flow.data(tokens["access_token"])
+        flow.data(tokens["access_token"])
+    assert statements_for_me() == one

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, select
 
 from gateway.audit import entries
 from gateway.citizens import by_subject
@@ -82,11 +82,23 @@ def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
 
 
 PAGE_SIZE = 20
+GROUPS = ("approved", "requested", "expired", "revoked", "declined")   # the order on /me
+
+
+def _group(now: int):
+    """The consent's place in GROUPS, in SQL (a lapsed approval counts as expired), so a page
+    of /me is one ordered read however the consents fall."""
+    return case((and_(liveness.live_clause(consents, now)), 0),
+                (consents.c.status == "requested", 1),
+                (consents.c.status.in_(("approved", "expired")), 2),
+                (consents.c.status == "revoked", 3),
+                (consents.c.status == "declined", 4), else_=5)
 
 
 def overview(gw, subject_id: str, lang: str, page: int = 1) -> tuple[list[dict], bool]:
-    """One page of the citizen's consents (newest first) with their access logs, in three
-    queries however many there are: the consents, their reads, the log's tree sizes (each read
+    """One page of the citizen's consents — grouped active, awaiting an answer, expired,
+    revoked, declined; newest first in each — with their access logs, in three queries however
+    many there are: the consents, their reads, the log's tree sizes (each read
     links to its inclusion proof in the tree as it stands). Answers the page and whether
     another follows."""
     now = gw.clock.now()
@@ -96,7 +108,8 @@ def overview(gw, subject_id: str, lang: str, page: int = 1) -> tuple[list[dict],
                                    requesters.c.policy)
                             .join(requesters, requesters.c.client_id == consents.c.client_id)
                             .where(consents.c.subject_id == subject_id)
-                            .order_by(consents.c.created_at.desc(), consents.c.consent_id)
+                            .order_by(_group(now), consents.c.created_at.desc(),
+                                      consents.c.consent_id)
                             .limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
                             ).mappings().all()
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
@@ -105,8 +118,10 @@ def overview(gw, subject_id: str, lang: str, page: int = 1) -> tuple[list[dict],
         for row in rows:
             row = dict(row)
             reads = released[row["consent_id"]]
+            status = liveness.status_now(row, now)
             out.append({
-                "consent_id": row["consent_id"], "status": liveness.status_now(row, now),
+                "consent_id": row["consent_id"], "status": status,
+                "group": status if status in GROUPS else "other",
                 "requester_name": requester_name(row, lang),
                 "purpose_text": purpose_text(row["policy"], row["purpose"], lang),
                 "item_labels": [label(i, lang) for i in row["data_items"]],

@@ -7,6 +7,7 @@ from flask import redirect, request, session, url_for
 
 from gateway import runtime
 from gateway.consent import citizen_view
+from gateway.errors import BadRequest
 
 from .i18n import translator
 from .pages import bp, check_csrf, lang, render, signed_in
@@ -20,7 +21,9 @@ def me():
     if session.pop("revoked", None):
         notice = translator(lang())[0]("me.revoked_notice")
     raw = request.args.get("page", "1")
-    page = int(raw) if re.fullmatch(r"[1-9][0-9]{0,5}", raw, re.ASCII) else 1
+    if not re.fullmatch(r"[1-9][0-9]{0,5}", raw, re.ASCII) or len(request.args.getlist("page")) > 1:
+        raise BadRequest("page must be a whole number from 1 to 999999")
+    page = int(raw)
     consents, more = citizen_view.overview(runtime.current(), signed_in(), lang(), page=page)
     return render("me.html", consents=consents, notice=notice, page=page, more=more)
 
