@@ -198,15 +198,33 @@ def keys():
     pass
 
 
-@keys.command("rotate", help="Add a new signing key; the old one stays published a while.")
+@keys.command("rotate", help="Add a new signing key; the old one never signs again but stays "
+                             "published until `cdeg keys prune` removes it.")
 def keys_rotate():
     from gateway.clock import Clock
     from gateway.tokens.keyring import Keyring
     config = _config()
-    ring = Keyring(Path(config.instance_dir) / "keys", Clock(), config.retired_key_published)
+    ring = Keyring(Path(config.instance_dir) / "keys", Clock())
     kid = ring.rotate()
-    click.echo(f"new signing key {kid}; the previous key stays in /jwks.json until the tokens "
-               f"it signed have expired")
+    click.echo(f"new signing key {kid}; the previous key never signs again and stays in "
+               f"/jwks.json while what it signed must verify (cdeg keys prune)")
+
+
+@keys.command("prune", help="Remove retired keys that nothing still verifiable was signed with.")
+def keys_prune():
+    from gateway.tokens.keyring import keep_retired_for
+    config = _config()
+    gw = _gateway(config)
+    with gw.reads.connect() as conn:
+        keep_for = keep_retired_for(conn, config)
+    gone = gw.keyring.prune(keep_for)
+    days = keep_for // 86400
+    if gone:
+        click.echo(f"pruned {len(gone)} retired key(s): {', '.join(gone)} (nothing they signed "
+                   f"is within the longest retention, {days} days)")
+    else:
+        click.echo(f"nothing to prune: every retired key signed something still within the "
+                   f"longest retention ({days} days)")
 
 
 @main.group(help="The audit log (a transparency log of RFC 9162 trees).")

@@ -97,8 +97,7 @@ class Gateway:
         self.redis = RedisStore(config.redis_url, config.redis_prefix)
         self.rate_leases = rate_limits.Leases(config.client_rate_lease_max,
                                               config.client_rate_lease_ms)
-        self.keyring = Keyring(Path(config.instance_dir) / "keys", self.clock,
-                               publish_after_retirement=config.retired_key_published)
+        self.keyring = Keyring(Path(config.instance_dir) / "keys", self.clock)
         self.access_tokens = AccessTokenVerifier(self.keyring, config.issuer, config.api_audience,
                                                  self.clock, config.access_token_ttl,
                                                  config.clock_skew)

@@ -128,6 +128,7 @@ def test_keys_rotate_adds_a_key(env):
     folder = env / "instance" / "keys"
     before = len(list(folder.glob("*.pem")))
     assert "new signing key" in run("keys", "rotate")
+    assert "nothing to prune" in run("keys", "prune")     # retired today: kept for years
     assert len(list(folder.glob("*.pem"))) == before + 1
 
 

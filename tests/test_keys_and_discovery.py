@@ -29,7 +29,7 @@ def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(flo
     old = flow.tokens()
     old_kid = pyjwt.get_unverified_header(old["access_token"])["kid"]
     # rotate as the CLI does: another Keyring object on the same folder, another process
-    Keyring(flow.gw.config.instance_dir / "keys", Clock(), 660).rotate()
+    Keyring(flow.gw.config.instance_dir / "keys", Clock()).rotate()
     time.sleep(1.1)  # a running gateway looks for rotations made elsewhere once a second
     new = Flow2(flow).tokens()
     new_kid = pyjwt.get_unverified_header(new["access_token"])["kid"]
@@ -37,9 +37,9 @@ def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(flo
     kids = {k["kid"] for k in flow.requester.get("/jwks.json").get_json()["keys"]}
     assert {old_kid, new_kid} <= kids
     assert flow.data(old["access_token"]).status_code == 200
-    clock.advance(700)  # the old key's tokens have all expired: it is no longer published
+    clock.advance(700)  # the old key's tokens have all expired; what else it signed has not
     kids = {k["kid"] for k in flow.requester.get("/jwks.json").get_json()["keys"]}
-    assert old_kid not in kids and new_kid in kids
+    assert {old_kid, new_kid} <= kids
 
 
 def Flow2(flow):
@@ -111,3 +111,48 @@ def test_every_url_the_metadata_names_answers(flow):
         path = url[len(flow.issuer):]
         status = flow.requester.get(path).status_code
         assert status in (200, 400, 405), (path, status)  # exists (POST-only ones answer 405)
+
+
+def test_a_retired_key_stays_published_for_receipts_until_pruned_past_the_longest_retention(
+        flow, clock):
+    from gateway.tokens.keyring import keep_retired_for
+    from schemas.duration import seconds
+    tokens = flow.tokens()
+    receipt = flow.requester.get(f"/api/v1/consents/{tokens['consent_id']}", headers={
+        "Authorization": f"Bearer {tokens['access_token']}"}).get_json()["receipt"]
+    old_kid = pyjwt.get_unverified_header(receipt)["kid"]
+    ring = flow.gw.keyring
+    ring.rotate()
+    with flow.gw.db.connect() as conn:
+        keep_for = keep_retired_for(conn, flow.gw.config)
+    assert keep_for == seconds("P7Y")              # the demo policies keep data seven years
+    clock.advance(400 * 86400)                     # a year on: the receipt still verifies
+    assert ring.prune(keep_for) == []
+    keys = {k["kid"]: k for k in flow.requester.get("/jwks.json").get_json()["keys"]}
+    public = pyjwt.PyJWK(keys[old_kid]).key
+    assert pyjwt.decode(receipt, public, algorithms=["ES256"], audience="bank-of-example")
+    assert ring.signing_key.get("kid") != old_kid   # it signs nothing new
+    clock.advance(keep_for)                        # past the longest retention
+    assert ring.prune(keep_for) == [old_kid]
+    kids = {k["kid"] for k in flow.requester.get("/jwks.json").get_json()["keys"]}
+    assert old_kid not in kids and ring.signing_key.get("kid") in kids
+
+
+def test_an_access_token_of_a_key_retired_longer_ago_than_a_tokens_life_is_refused(flow, clock):
+    from gateway.tokens import access
+    ring = flow.gw.keyring
+    old_key = ring.signing_key
+    ring.rotate()
+    clock.advance(flow.gw.config.access_token_ttl + flow.gw.config.clock_skew + 5)
+    token, _ = access.mint(ring, issuer=flow.issuer, audience=flow.gw.config.api_audience,
+                           subject="s", client_id="bank-of-example", consent_id="cns_x",
+                           authorization_details=[], now=clock.now(), ttl=600)
+    header = pyjwt.get_unverified_header(token)
+    assert header["kid"] != old_key.get("kid")      # mint signs with the new key, as it must
+    from gateway.tokens import jose
+    forged = jose.sign({"iss": flow.issuer, "aud": flow.gw.config.api_audience, "sub": "s",
+                        "client_id": "bank-of-example", "consent_id": "cns_x",
+                        "iat": clock.now(), "exp": clock.now() + 60, "jti": "j"},
+                       old_key, typ="at+jwt")
+    resp = flow.data(forged)
+    assert resp.status_code == 401 and "retired" in resp.get_json()["detail"]

@@ -53,7 +53,8 @@ class AccessTokenVerifier:
                 return VerifiedClaims(cached)
             raise TokenError("token expired")
         header = jose.unverified_header(token)
-        key = self.keyring.verification_key(header.get("kid"))
+        key = self.keyring.verification_key(header.get("kid"),
+                                            retired_within=self.lifetime + self.skew)
         claims = jose.verify(token, key, algs=["ES256"], now=now, issuer=self.issuer,
                              audience=self.audience, typ="at+jwt", header=header,
                              required=("exp", "iat", "jti", "sub", "client_id", "consent_id"),

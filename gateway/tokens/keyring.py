@@ -2,9 +2,12 @@
 ``cdeg keys rotate``, published in ``/jwks.json``.
 
 Layout: ``<instance>/keys/<kid>.pem`` (PKCS#8, mode 0600) and ``<instance>/keys/keyring.json``
-listing ``{kid, created_at, retired_at}``. The newest key signs; a retired key stays published
-until everything it signed that a verifier may still see has expired. A running gateway notices
-a rotation made by another process (the keyring file's mtime) within a second.
+listing ``{kid, created_at, retired_at}``. The newest key signs; a retired key never signs
+again but stays published — receipts, signed data, CDI results and checkpoints it signed must
+verify for as long as the requester keeps them — until ``prune`` (``cdeg keys prune``) finds
+that nothing it signed is still within the longest retention of any policy. A running gateway
+notices a rotation or a prune made by another process (the keyring file's mtime) within a
+second.
 """
 from __future__ import annotations
 
@@ -21,11 +24,28 @@ from jwcrypto import jwk
 from .errors import TokenError
 
 
+def keep_retired_for(conn, config) -> int:
+    """How long a retired key must stay published: the longest retention of any registered
+    requester's policy (receipts, signed data, CDI results are kept that long), and never less
+    than an access token's life."""
+    from sqlalchemy import select
+
+    from gateway.store.db import requesters
+    from schemas.duration import InvalidDuration, seconds
+    longest = config.retired_key_published
+    for (policy,) in conn.execute(select(requesters.c.policy)):
+        for purpose in ((policy or {}).get("purposes") or {}).values():
+            try:
+                longest = max(longest, seconds(purpose.get("retention")))
+            except InvalidDuration:
+                continue
+    return longest
+
+
 class Keyring:
-    def __init__(self, folder: Path, clock, publish_after_retirement: int):
+    def __init__(self, folder: Path, clock):
         self.folder = Path(folder)
         self.clock = clock
-        self.publish_after_retirement = publish_after_retirement
         self._lock = threading.Lock()
         self._checked = 0.0
         self._mtime = None
@@ -83,6 +103,25 @@ class Keyring:
         os.replace(tmp, self.index)
         return kid
 
+    def prune(self, keep_for: int) -> list[str]:
+        """Remove the retired keys retired more than ``keep_for`` seconds ago (nothing they
+        signed is still to be verified); answer their kids. The signing key always stays."""
+        with self._exclusive():
+            meta = json.loads(self.index.read_text())
+            now = self.clock.now()
+            gone = [e["kid"] for e in meta[:-1]
+                    if e.get("retired_at") is not None and e["retired_at"] + keep_for <= now]
+            if gone:
+                kept = [e for e in meta if e["kid"] not in gone]
+                tmp = self.index.with_suffix(".tmp")
+                tmp.write_text(json.dumps(kept, indent=2))
+                os.replace(tmp, self.index)
+                for kid in gone:
+                    (self.folder / f"{kid}.pem").unlink(missing_ok=True)
+        self._checked = 0.0
+        self._refresh()
+        return gone
+
     def _load(self) -> None:
         mtime = self.index.stat().st_mtime_ns
         meta = json.loads(self.index.read_text())
@@ -114,9 +153,7 @@ class Keyring:
 
     def published(self) -> list[jwk.JWK]:
         self._refresh()
-        now = self.clock.now()
-        return [self._keys[e["kid"]] for e in self._meta
-                if e["retired_at"] is None or e["retired_at"] + self.publish_after_retirement > now]
+        return [self._keys[e["kid"]] for e in self._meta]
 
     def any_key(self, kid) -> jwk.JWK | None:
         """Any key this gateway holds, retired ones included (a kept checkpoint or receipt is
@@ -124,17 +161,24 @@ class Keyring:
         self._refresh()
         return self._keys.get(kid) if isinstance(kid, str) else None
 
-    def verification_key(self, kid) -> jwk.JWK:
+    def verification_key(self, kid, *, retired_within: int | None = None) -> jwk.JWK:
+        """A published key by ``kid``; with ``retired_within``, only one still signing or
+        retired at most that many seconds ago (an access token lives minutes: its key, retired
+        longer ago than that, signed none that is still valid)."""
         if not isinstance(kid, str):
             raise TokenError("kid missing")
-        for key in self.published():
-            if key.get("kid") == kid:
-                return key
+        self._refresh()
+        for entry in self._meta:
+            if entry["kid"] == kid:
+                if retired_within is not None and entry["retired_at"] is not None \
+                        and entry["retired_at"] + retired_within < self.clock.now():
+                    raise TokenError("this kid's key was retired; it signs nothing any more")
+                return self._keys[kid]
         raise TokenError("unknown kid")
 
     def jwks(self) -> dict:
         self._refresh()
-        if self._jwks_doc is None or self._jwks_doc.get("_at") != self.clock.now() // 10:
+        if self._jwks_doc is None:
             keys = [k.export_public(as_dict=True) for k in self.published()]
             self._jwks_doc = {"_at": self.clock.now() // 10,
                               "doc": {"keys": [dict(k, use="sig", alg="ES256") for k in keys]}}
