@@ -331,3 +331,91 @@ def test_a_sealed_result_is_purged_after_it_was_collected_or_kept_too_long(flow,
     gw.clock.advance(gw.config.cdi_result_ttl)
     assert purge_results(gw) == 1
     assert fi.poll("q-never-collected").get_json()["error"]["code"] == "result-purged"
+
+
+def test_a_query_whose_job_fails_every_try_ends_failed_not_running_for_ever(flow, fi, tokens,
+                                                                            monkeypatch):
+    from gateway.jobs import cdi_query, outbox
+    from gateway.tokens import jwe
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a fault the job does not know")
+    monkeypatch.setattr(jwe, "seal", broken)
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS, query_id="q-s")).status_code == 202
+    gw = flow.gw
+    for _ in range(gw.config.job_attempts + 2):
+        gw.clock.advance(gw.config.job_stale_after + 1)
+        outbox.relay(gw)
+    body = fi.poll("q-s").get_json()
+    assert body["status"] == "failed" and body["error"]["code"] == "internal-error"
+    assert released(gw) == 0
+    assert cdi_query.give_up is not None
+
+
+def test_a_query_whose_last_worker_died_is_given_up_once_its_lease_ends(flow, fi, tokens,
+                                                                        monkeypatch):
+    from sqlalchemy import update
+
+    from gateway.jobs import outbox
+    from gateway.store.db import outbox as outbox_rows
+    monkeypatch.setattr(outbox, "relay_quietly", lambda gw: None)   # the job waits
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS, query_id="q-d")).status_code == 202
+    gw = flow.gw
+    with gw.transaction() as conn:     # as a worker killed during its last try leaves it
+        conn.execute(update(outbox_rows).values(attempts=gw.config.job_attempts,
+                                                claimed_at=gw.clock.now(),
+                                                relayed_at=gw.clock.now()))
+    assert outbox.give_up_stale(gw) == 0                            # its lease still runs
+    gw.clock.advance(gw.config.job_timeout + 1)
+    assert outbox.give_up_stale(gw) == 1
+    body = fi.poll("q-d").get_json()
+    assert body["status"] == "failed" and body["error"]["code"] == "internal-error"
+
+
+def test_a_run_that_finds_its_query_ended_by_another_run_releases_nothing(flow, fi, monkeypatch):
+    from gateway.jobs import cdi_query, outbox
+    from tests.flow import ONCE_DETAIL
+    once = flow.tokens(ONCE_DETAIL)
+    monkeypatch.setattr(outbox, "relay_quietly", lambda gw: None)
+    assert fi.submit(fi.message(once["access_token"], ITEMS, query_id="q-c")).status_code == 202
+    real = flow.gw.router.fetch
+
+    def meanwhile(hkid, items):       # another run of the same query ends it first
+        with flow.gw.db.connect() as conn:
+            row = conn.execute(select(cdi_queries)).first()
+        cdi_query._fail(flow.gw, row, "source-timeout", "the other run's outcome")
+        return real(hkid, items)
+    monkeypatch.setattr(flow.gw.router, "fetch", meanwhile)
+    with flow.gw.db.connect() as conn:
+        query = conn.execute(select(cdi_queries.c.id)).scalar()
+    assert cdi_query.run_query(flow.gw, query) == "ended by another run"
+    assert fi.poll("q-c").get_json()["error"]["code"] == "source-timeout"
+    assert released(flow.gw) == 0
+    with flow.gw.db.connect() as conn:      # the once consent was not spent
+        from gateway.store.db import consents
+        status = conn.execute(select(consents.c.status)
+                              .where(consents.c.consent_id == once["consent_id"])).scalar()
+    assert status == "approved"
+
+
+def test_a_policy_narrowed_while_the_sources_answered_releases_nothing(flow, fi, tokens,
+                                                                       monkeypatch):
+    from sqlalchemy import update
+
+    from gateway.store.db import requesters
+    real = flow.gw.router.fetch
+
+    def narrowed_meanwhile(hkid, items):
+        with flow.gw.transaction() as conn:
+            policy = conn.execute(select(requesters.c.policy)
+                                  .where(requesters.c.client_id == "bank-of-example")).scalar()
+            policy = json.loads(json.dumps(policy))
+            policy["purposes"]["ekyc-account-opening"]["retention"] = "P6Y"
+            conn.execute(update(requesters).where(requesters.c.client_id == "bank-of-example")
+                         .values(policy=policy))
+        return real(hkid, items)
+    monkeypatch.setattr(flow.gw.router, "fetch", narrowed_meanwhile)
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS, query_id="q-n")).status_code == 202
+    body = fi.poll("q-n").get_json()
+    assert body["status"] == "failed" and body["error"]["code"] == "policy-changed"
+    assert released(flow.gw) == 0

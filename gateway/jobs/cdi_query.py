@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from gateway import requester_registry
 from gateway.cdi.status import DONE, FAILED, QUEUED, RUNNING
 from gateway.errors import InvalidToken, OutsideConsent, SourceFailed, SourceTimeout, \
     SourceUnavailable
 from gateway.exchange.release import decide, live_grant, record_in
-from gateway.store.db import cdi_queries
+from gateway.store.db import cdi_queries, requesters
 from gateway.tokens import jwe
 from gateway.tokens.access import VerifiedClaims, new_jti
 
@@ -36,20 +36,44 @@ RESULT_TYP = "cdeg-cdi-result+jwt"
 _OPEN = (QUEUED, RUNNING)
 
 
+class Superseded(Exception):
+    """Another run of this query ended it first: this run's transaction rolls back."""
+
+
 def _finish(gw: Gateway, row, conn=None, **values) -> None:
+    """End the query (guarded: only one run ends it; a later one raises ``Superseded`` and its
+    transaction, release included, rolls back) and mark its outbox row done with it."""
     from gateway.jobs.outbox import done_in   # (the outbox module imports the job registry)
     values.update(finished_at=gw.clock.now())
     if row.callback_url is not None:
         values.update(delivery="pending", next_delivery_at=gw.clock.now())
     stmt = update(cdi_queries).where(cdi_queries.c.id == row.id,
-                                     cdi_queries.c.status.in_(_OPEN)).values(**values)
+                                     cdi_queries.c.status.in_(_OPEN)).values(**values) \
+        .returning(cdi_queries.c.id)
+
+    def end(c) -> None:
+        if c.execute(stmt).first() is None:
+            raise Superseded()
+        done_in(c, values["finished_at"])
+
     if conn is not None:
-        conn.execute(stmt)
-        done_in(conn, values["finished_at"])
+        end(conn)
         return
-    with gw.transaction() as own:
-        own.execute(stmt)
-        done_in(own, values["finished_at"])
+    try:
+        with gw.transaction() as own:
+            end(own)
+    except Superseded:
+        pass
+
+
+def give_up(gw: Gateway, query: int) -> None:
+    """The job failed on every try it is given (or its last worker died): the query ends
+    ``failed``, its FI told, rather than ``running`` for ever."""
+    with gw.reads.connect() as conn:
+        row = conn.execute(select(cdi_queries).where(cdi_queries.c.id == query)).first()
+    if row is not None and row.status in _OPEN:
+        _fail(gw, row, "internal-error", "the gateway could not complete this query; nothing "
+                                         "was released; submit a new query")
 
 
 def _fail(gw: Gateway, row, code: str, detail: str) -> str:
@@ -91,11 +115,21 @@ def run_query(gw: Gateway, query: int) -> str:
                       gw.keyring.signing_key, encryption_key, typ=RESULT_TYP)
 
     def write(conn) -> None:
-        record_in(conn, gw, grant, list(values), route="cdi", key=f"cdi:{row.query_id}", now=now)
+        # the query ended first (no other run may end it after), then the release: both or
+        # neither; the policy as it stands now, not as read before the fetch
         _finish(gw, row, conn, status=DONE, result=sealed)
+        current = conn.execute(select(requesters.c.policy)
+                               .where(requesters.c.client_id == row.client_id)).scalar()
+        if current != grant.policy:
+            raise OutsideConsent("the requester's policy changed while the sources answered")
+        record_in(conn, gw, grant, list(values), route="cdi", key=f"cdi:{row.query_id}", now=now)
 
     try:
         gw.in_transaction(write)
     except InvalidToken as exc:     # revoked while the sources answered: nothing released
         return _fail(gw, row, "consent-ended", f"{exc.detail}: ask the customer for consent again")
+    except OutsideConsent as exc:
+        return _fail(gw, row, "policy-changed", f"{exc.detail}; submit a new query")
+    except Superseded:
+        return "ended by another run"
     return DONE

@@ -35,7 +35,7 @@ from gateway.errors import StoreUnavailable
 from gateway.store.db import outbox
 from schemas.hkid import InvalidHKID, normalise
 
-from .registry import JOBS
+from .registry import GIVE_UP, JOBS
 
 if TYPE_CHECKING:
     from gateway.instance import Gateway
@@ -163,6 +163,36 @@ def done_in(conn, now: int) -> None:
         state["done"] = True
 
 
+def _give_up(gw: Gateway, outbox_id: int, job: str, args: dict) -> None:
+    """The job failed its last try: its give-up step (``registry.GIVE_UP``) ends what waits
+    on it, and the row is done; a give-up that fails leaves both for the next ``give_up_stale``.
+    (A job without a give-up step is left, not done, for an operator.)"""
+    try:
+        GIVE_UP[job](gw, **args)
+        with gw.transaction() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == outbox_id, outbox.c.done_at.is_(None))
+                         .values(done_at=gw.clock.now()))
+    except Exception as exc:  # noqa: BLE001 - the next give_up_stale tries again
+        log.warning("giving up job %s (outbox %s) deferred: %s", job, outbox_id,
+                    type(exc).__name__)
+
+
+def give_up_stale(gw: Gateway, limit: int = RELAY_BATCH) -> int:
+    """Rows whose last try's lease ended without an outcome (its worker killed, its RQ job
+    timed out): given up, so nothing waits on them for ever. ``cdeg worker`` runs this as it
+    tends."""
+    now = gw.clock.now()
+    with gw.reads.connect() as conn:
+        rows = conn.execute(select(outbox.c.id, outbox.c.job, outbox.c.args)
+                            .where(outbox.c.done_at.is_(None), outbox.c.job.in_(list(GIVE_UP)),
+                                   outbox.c.attempts >= gw.config.job_attempts,
+                                   outbox.c.claimed_at <= now - gw.config.job_timeout)
+                            .limit(limit)).all()
+    for row in rows:
+        _give_up(gw, row.id, row.job, row.args)
+    return len(rows)
+
+
 def relay_quietly(gw: Gateway) -> None:
     """Relay after a commit: the commit stands whatever happens here; what could not be handed
     on now waits for the next relay."""
@@ -193,7 +223,7 @@ def _run(gw: Gateway, outbox_id: int, *, claim=None, raise_errors: bool = False)
                                   claim if claim is not None else true())
                            .values(attempts=outbox.c.attempts + 1, relayed_at=now,
                                    claimed_at=now)
-                           .returning(outbox.c.job, outbox.c.args)).first()
+                           .returning(outbox.c.job, outbox.c.args, outbox.c.attempts)).first()
     if row is None:
         return None
     token = _running(outbox_id)
@@ -202,6 +232,8 @@ def _run(gw: Gateway, outbox_id: int, *, claim=None, raise_errors: bool = False)
     except Exception as exc:
         _finished(token)
         log.warning("job %s (outbox %s) failed: %s", row.job, outbox_id, type(exc).__name__)
+        if row.attempts >= gw.config.job_attempts and row.job in GIVE_UP:
+            _give_up(gw, outbox_id, row.job, row.args)
         if raise_errors:
             raise
         return None

@@ -9,3 +9,9 @@ JOBS = {
     "sweep.expire_consents": sweeps.expire_consents,
     "cdi.run_query": cdi_query.run_query,
 }
+
+# What to do when a job has failed every try it is given (or its last worker died): a job
+# whose caller waits on an outcome ends it here (the same ids as the job).
+GIVE_UP = {
+    "cdi.run_query": cdi_query.give_up,
+}

@@ -64,6 +64,7 @@ def tend(gw: Gateway, cron: CronScheduler | None = None) -> None:
         else:
             ask_for_sweep(gw)            # the embedded gateway's timer
         outbox.relay(gw)
+        outbox.give_up_stale(gw)
     except Exception as exc:  # noqa: BLE001 - the next round tries again
         log.warning("outbox relay deferred: %s", type(exc).__name__)
     try:
