@@ -2,14 +2,15 @@
 the gateway (a compact JWS, ``typ: cdeg-cdi-callback+jwt``, ``Content-Type: application/jose``;
 its ``result`` is the same sealed JWE the FI can poll for), until the receiver answers 2xx.
 
-    due(gw)          claims the deliveries that are due (a lease: no two workers send one)
+    due(gw, pusher)  claims the deliveries that are due, as many as the pusher has room for
+                     (a lease: no two workers send one)
     deliver(gw, r)   one try: delivered, or tried again after callback_backoff * 2^(n-1) s,
                      and after callback_attempts tries ``failed`` (the FI reads it on its query)
-    pump(gw, pool)   what ``cdeg worker`` (and the embedded ``cdeg serve``) runs every
-                     callback_every seconds: the due deliveries, each on a thread of ``pool``
+    pump(gw, pusher) what ``cdeg worker`` (and the embedded ``cdeg serve``) runs every
+                     callback_every seconds: the due deliveries, each on a pusher thread
 
-A receiver that is down, slow or answers 500 holds one of the pool's threads for at most its
-(connect, read) timeout and never a query job: the jobs run on RQ, the callbacks beside them.
+A receiver that is down, slow or answers 500 holds at most its host's share of the pusher's
+threads (``push.Pusher``) and never a query job: the jobs run on RQ, the callbacks beside them.
 Outside demo mode a callback never goes to a loopback, link-local or private address, even by
 a registered DNS name that resolves to one (checked at each try). The body carries a ``jti``
 and the ``query_id``: a receiver that saw a try it did not answer in time may see it again.
@@ -17,7 +18,6 @@ and the ``query_id``: a receiver that saw a try it did not answer in time may se
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
@@ -34,22 +34,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("cdeg.jobs")
 
 CALLBACK_TYP = "cdeg-cdi-callback+jwt"
-BATCH = 20
 
 
-def due(gw: Gateway, limit: int = BATCH) -> list:
-    now = gw.clock.now()
-    with gw.transaction() as conn:
-        query = (select(cdi_queries).where(cdi_queries.c.delivery == "pending",
-                                           cdi_queries.c.next_delivery_at <= now)
-                 .order_by(cdi_queries.c.next_delivery_at).limit(limit))
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = conn.execute(query).all()
-        if rows:
-            conn.execute(update(cdi_queries).where(cdi_queries.c.id.in_([r.id for r in rows]))
-                         .values(next_delivery_at=now + push.lease(gw)))
-    return rows
+def _url(row) -> str:
+    return row.callback_url
+
+
+def due(gw: Gateway, pusher: push.Pusher | None = None) -> list:
+    return push.claim(gw, select(cdi_queries).where(cdi_queries.c.delivery == "pending",
+                                                    cdi_queries.c.next_delivery_at <= gw.clock.now())
+                      .order_by(cdi_queries.c.next_delivery_at),
+                      cdi_queries, cdi_queries.c.id, cdi_queries.c.next_delivery_at, _url, pusher)
 
 
 def body_for(gw: Gateway, row) -> str:
@@ -76,20 +71,15 @@ def deliver(gw: Gateway, row) -> str:
                       delivery_error=error[:200])
     with gw.transaction() as conn:
         conn.execute(update(cdi_queries).where(cdi_queries.c.id == row.id,
-                                               cdi_queries.c.delivery == "pending")
+                                               cdi_queries.c.delivery == "pending",
+                                               cdi_queries.c.next_delivery_at == row.claimed_until)
                      .values(delivery_attempts=attempts, **values))
     return values.get("delivery", "pending")
 
 
-def pump(gw: Gateway, pool: ThreadPoolExecutor | None = None) -> int:
-    """Send the callbacks that are due: on ``pool``'s threads, or here in turn without one."""
-    rows = due(gw)
-    for row in rows:
-        if pool is None:
-            _deliver_quietly(gw, row)
-        else:
-            pool.submit(_deliver_quietly, gw, row)
-    return len(rows)
+def pump(gw: Gateway, pusher: push.Pusher | None = None) -> int:
+    """Send the callbacks that are due: on ``pusher``'s threads, or here in turn without one."""
+    return push.run(gw, due(gw, pusher), pusher, _url, _deliver_quietly)
 
 
 def _deliver_quietly(gw: Gateway, row) -> None:

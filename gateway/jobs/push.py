@@ -7,18 +7,102 @@
 - outside demo mode never to a loopback, link-local or private address, even by a registered
   DNS name that resolves to one (checked at each try);
 - tries spaced by ``backoff * 2^(n-1)`` seconds, and after ``attempts`` tries the push ends
-  ``failed``; a claimed push is its worker's for one try's timeout and a margin (a lease).
+  ``failed``; a claimed push is its worker's for one try's timeout and a margin (a lease), and
+  its outcome is written only under that lease;
+- a ``Pusher`` (one per kind of push in ``cdeg worker``) claims only as many pushes as it has
+  free threads, and at most ``per_host`` at a time for one host: a receiver that is down,
+  slow or drips its answer holds at most its own host's share, never the others'.
 """
 from __future__ import annotations
 
 import socket
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import requests
+from sqlalchemy import update
 
 from gateway.requester_registry import _is_internal
 
 LEASE_MARGIN = 5
+
+
+class Pusher:
+    """A bounded pool for one kind of push."""
+
+    def __init__(self, name: str, threads: int = 8, per_host: int = 2):
+        self.threads, self.per_host = threads, per_host
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._hosts: Counter = Counter()
+
+    def room(self) -> tuple[int, Counter]:
+        with self._lock:
+            return self.threads - self._busy, Counter(self._hosts)
+
+    def submit(self, host: str, fn, *args) -> None:
+        with self._lock:
+            self._busy += 1
+            self._hosts[host] += 1
+
+        def done(_future):
+            with self._lock:
+                self._busy -= 1
+                self._hosts[host] -= 1
+        self.pool.submit(fn, *args).add_done_callback(done)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+def host_of(url: str | None) -> str:
+    return (urlsplit(url).hostname or "") if url else ""
+
+
+def claim(gw, due, table, id_col, next_col, url_of, pusher: Pusher | None, limit: int = 20):
+    """Claim the pushes that are due (``due``: a select of them, oldest first), as many as
+    ``pusher`` has room for and at most its ``per_host`` per host; each claimed row gets
+    ``claimed_until`` (its lease), under which alone its outcome is written."""
+    now = gw.clock.now()
+    free, hosts = pusher.room() if pusher is not None else (limit, Counter())
+    cap = pusher.per_host if pusher is not None else limit
+    if free <= 0:
+        return []
+    with gw.transaction() as conn:
+        query = due.limit(min(limit, free) * 4)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(of=table, skip_locked=True)
+        chosen = []
+        for found in conn.execute(query):
+            row = SimpleNamespace(**found._mapping)
+            host = host_of(url_of(row))
+            if hosts[host] >= cap:
+                continue              # that host has its share in flight: the rest wait
+            hosts[host] += 1
+            chosen.append(row)
+            if len(chosen) >= min(limit, free):
+                break
+        if chosen:
+            until = now + lease(gw)
+            conn.execute(update(table)
+                         .where(id_col.in_([getattr(r, id_col.name) for r in chosen]))
+                         .values({next_col.name: until}))
+            for row in chosen:
+                row.claimed_until = until
+    return chosen
+
+
+def run(gw, rows, pusher: Pusher | None, url_of, deliver_quietly) -> int:
+    for row in rows:
+        if pusher is None:
+            deliver_quietly(gw, row)
+        else:
+            pusher.submit(host_of(url_of(row)), deliver_quietly, gw, row)
+    return len(rows)
 
 
 def _session() -> requests.Session:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from rq import SimpleWorker
@@ -28,6 +27,7 @@ from gateway.store.queue import queue_for
 from gateway.audit import sequencer
 
 from . import callbacks, events, outbox
+from .push import Pusher
 
 if TYPE_CHECKING:
     from gateway.instance import Gateway
@@ -98,15 +98,17 @@ def tend_in_background(gw: Gateway, cron: CronScheduler | None = None) -> thread
             sequence(gw)
 
     def calling_back():
-        # a receiver that is slow holds one of these threads, never a query job
-        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cdeg-callback")
+        # a receiver that is slow holds its host's share of its kind's threads, never a
+        # query job, never another host's share, never the other kind's
+        pushers = [(callbacks, Pusher("cdeg-callback")), (events, Pusher("cdeg-event"))]
         while not stop.wait(gw.config.callback_every):
-            for kind in (callbacks, events):
+            for kind, pusher in pushers:
                 try:
-                    kind.pump(gw, pool)
+                    kind.pump(gw, pusher)
                 except Exception as exc:  # noqa: BLE001 - the next round tries again
                     log.warning("pushes deferred: %s", type(exc).__name__)
-        pool.shutdown(wait=False)
+        for _, pusher in pushers:
+            pusher.shutdown()
 
     threading.Thread(target=loop, name="cdeg-outbox-relay", daemon=True).start()
     threading.Thread(target=sequencing, name="cdeg-sequencer", daemon=True).start()
