@@ -163,6 +163,8 @@ def open_result(gateway: str, client_id: str, enc_key: jwk.JWK, sealed: str) -> 
     if key is None:
         raise Refused(f"the result is signed with kid {kid!r}, not published in /jwks.json")
     inner.verify(key, alg="ES256")
+    if inner.jose_header.get("typ") != "cdeg-cdi-result+jwt":   # not another of its JWS
+        raise Refused(f"the signed content is a {inner.jose_header.get('typ')!r}, not a CDI result")
     claims = json.loads(inner.payload)
     if claims.get("iss") != gateway:
         raise Refused(f"the result's iss is {claims.get('iss')!r}, not this gateway {gateway!r}")

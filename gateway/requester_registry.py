@@ -218,17 +218,39 @@ def csp_origin(uri) -> str | None:
     return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")       # RFC 6052: an IPv4 address inside
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_6TO4 = ipaddress.ip_network("2002::/16")           # RFC 3056: an IPv4 address inside
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, compatible, NAT64, 6to4), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    raw = int(address)
+    if address in _NAT64 or (raw >> 32 == 0 and raw > 1):   # NAT64, or ::a.b.c.d
+        return ipaddress.IPv4Address(raw & 0xFFFFFFFF)
+    return None
+
+
 def _is_internal(host: str) -> bool:
     """A loopback, link-local, private, unspecified, multicast or reserved address (or a name
-    that always means this machine): never a callback's destination outside demo mode."""
+    that always means this machine), also when an IPv6 address carries such an IPv4 one
+    (mapped, compatible, NAT64, 6to4): never a push's destination outside demo mode."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL or address.is_site_local:
+            return True
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            address = inner
     return not address.is_global or address.is_multicast
 
 

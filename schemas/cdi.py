@@ -18,12 +18,22 @@ class WholeNumber(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+def _not_an_hkid(value: str) -> None:
+    """A query id goes into URLs, logs and keys: never a personal identifier."""
+    from schemas.hkid import InvalidHKID, normalise
+    try:
+        normalise(value)
+    except InvalidHKID:
+        return
+    raise ValidationError("must not be an HKID")
+
+
 class QueryMessage(Schema):
     class Meta:
         unknown = RAISE
 
-    query_id = fields.String(required=True, validate=validate.Regexp(QUERY_ID, error=(
-        "1 to 100 letters, digits, '.', '_', ':' or '-'")))
+    query_id = fields.String(required=True, validate=[validate.Regexp(QUERY_ID, error=(
+        "1 to 100 letters, digits, '.', '_', ':' or '-'")), _not_an_hkid])
     iat = WholeNumber(required=True)
     jti = fields.String(required=True, validate=validate.Length(min=1, max=200))
     access_token = fields.String(required=True, validate=validate.Length(min=1, max=8192))

@@ -155,6 +155,7 @@ REFUSED_MESSAGES = {
     "an expired exp": (lambda fi, c: fi.message(**c, exp=fi.gw.clock.now() - 1), "expired"),
     "a callback URL not registered": (lambda fi, c: fi.message(
         **c, callback_url="https://attacker.example/cb"), "not one of the FI's registered"),
+    "an HKID as query_id": (lambda fi, c: fi.message(**c, query_id="A1234563"), "bad fields"),
     "a garbage access token": (lambda fi, c: fi.message(**{**c, "access_token": "x.y.z"},
                                                         iss="bank-of-example"), "malformed token"),
 }
@@ -234,6 +235,9 @@ POLL_REFUSALS = {
     "another audience": lambda fi: fi.assertion(aud=fi.gw.config.issuer),
     "expired": lambda fi: fi.assertion(exp=fi.gw.clock.now() - 1),
     "lives too long": lambda fi: fi.assertion(exp=fi.gw.clock.now() + 3600),
+    "exp just past 5 minutes": lambda fi: fi.assertion(exp=fi.gw.clock.now() + 330),
+    "an audience among others": lambda fi: fi.assertion(
+        aud=[fi.gw.config.issuer + "/cdi", "https://elsewhere.example"]),
     "sub is not the FI": lambda fi: fi.assertion(sub="someone-else"),
     "not signed": lambda fi: _unsigned({"iss": "bank-of-example", "sub": "bank-of-example",
                                         "aud": fi.gw.config.issuer + "/cdi", "jti": "j",
@@ -419,3 +423,27 @@ def test_a_policy_narrowed_while_the_sources_answered_releases_nothing(flow, fi,
     body = fi.poll("q-n").get_json()
     assert body["status"] == "failed" and body["error"]["code"] == "policy-changed"
     assert released(flow.gw) == 0
+
+
+def test_the_same_query_id_with_a_refreshed_token_is_the_same_query(flow, fi):
+    tokens = flow.tokens()
+    assert fi.submit(fi.message(tokens["access_token"], ITEMS, query_id="q-rt")).status_code == 202
+    fresh = flow.requester.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+        **flow.auth()}).get_json()
+    assert fresh["access_token"] != tokens["access_token"]
+    again = fi.submit(fi.message(fresh["access_token"], ITEMS, query_id="q-rt"))
+    assert again.status_code == 202 and again.get_json()["query_id"] == "q-rt"
+    assert queries_stored(flow.gw) == 1 and released(flow.gw) == 1
+
+
+def test_a_query_repeated_asks_the_departments_nothing_more(flow, fi, tokens, monkeypatch):
+    departments = flow.gw.departments.in_process
+    asked = []
+    real = departments.answer
+    monkeypatch.setattr(departments, "answer",
+                        lambda path, payload: asked.append(path) or real(path, payload))
+    for _ in range(3):
+        assert fi.submit(fi.message(tokens["access_token"], ITEMS,
+                                    query_id="q-once")).status_code == 202
+    assert asked == ["/immd/v1/identity"]

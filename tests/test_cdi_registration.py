@@ -99,3 +99,32 @@ def test_the_cli_registers_an_fi_with_its_callback_urls(tmp_path, monkeypatch):
     refused = runner.invoke(main, args + ["--callback-url", "https://10.1.2.3/cdi"])
     assert refused.exit_code != 0 and "callback URL" in refused.output
     assert "Traceback" not in refused.output
+
+
+@pytest.mark.parametrize("url", [
+    "https://[64:ff9b::a9fe:a9fe]/cb",      # NAT64 of 169.254.169.254
+    "https://[2002:a00:1::]/cb",            # 6to4 of 10.0.0.1
+    "https://[::10.0.0.1]/cb",              # IPv4-compatible
+    "https://[fec0::1]/cb",                 # site-local
+])
+def test_ipv6_addresses_carrying_internal_ipv4_ones_are_refused(url):
+    with pytest.raises(RequesterError, match="callback URL"):
+        check_callback_url(url, demo=False)
+
+
+def test_outside_demo_a_push_never_goes_to_a_name_resolving_to_an_internal_address(
+        gw, monkeypatch):
+    import socket
+
+    from gateway.jobs import push
+    answers = {"inside.example": "10.1.2.3", "outside.example": "93.184.216.34"}
+
+    def resolve(host, port, *args, **kwargs):
+        if host not in answers:
+            raise socket.gaierror("no such name")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    strict = type("G", (), {"config": type("C", (), {"demo": False})()})()   # outside demo
+    assert "private or loopback" in push._refused_destination(strict, "https://inside.example/x")
+    assert "did not resolve" in push._refused_destination(strict, "https://nowhere.example/x")
+    assert push._refused_destination(strict, "https://outside.example/x") is None

@@ -185,3 +185,24 @@ def test_the_expiry_sweep_stays_on_indexes_with_a_real_ledgers_statistics(pg_sch
     finally:
         gw.close()
     assert not any("Seq Scan" in plan for plan in plans), plans
+
+
+def test_the_cdi_results_purge_and_the_due_pushes_are_index_reads(pg_schema, tmp_path):
+    from gateway.cdi.queries import purge_results
+    from gateway.jobs import callbacks, events
+    gw = _gateway(pg_schema, tmp_path)
+    try:
+        sent = _sent(gw, lambda: (purge_results(gw), callbacks.due(gw), events.due(gw)))
+        plans = [(statement, _sent_plan(gw.db, statement, parameters))
+                 for statement, parameters in sent
+                 if statement.lstrip().startswith(("UPDATE cdi_queries", "SELECT"))]
+    finally:
+        gw.close()
+    purges = [plan for statement, plan in plans
+              if statement.lstrip().startswith("UPDATE") and "purged_at" in statement]
+    assert len(purges) == 2
+    assert "ix_cdi_collected" in purges[0] and "ix_cdi_finished" in purges[1], purges
+    due = [plan for statement, plan in plans if statement.lstrip().startswith("SELECT") and (
+        "next_delivery_at <=" in statement or "next_event_at <=" in statement)]
+    assert len(due) == 2
+    assert "ix_cdi_delivery" in due[0] and "ix_consents_event_delivery" in due[1], due

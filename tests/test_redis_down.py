@@ -117,3 +117,24 @@ def test_login_code_is_not_compared_while_redis_is_down(outage):
     resp = flow.browser.post("/login/code", data={"csrf_token": flow.csrf(page), "code": shown})
     assert resp.status_code == 503 and resp.headers["Retry-After"]
     assert "Traceback" not in resp.get_data(as_text=True)
+
+
+def test_redis_down_when_a_cdi_query_arrives_stores_nothing_and_recovers(outage):
+    from sqlalchemy import func, select
+
+    from gateway.store.db import cdi_queries, outbox
+
+    from .cdi_fi import FIClient
+    server, flow = outage
+    tokens = flow.tokens()
+    fi = FIClient(flow)
+    server.stop()
+    resp = fi.submit(fi.message(tokens["access_token"], ["identity.hkid"], query_id="q-down"))
+    assert resp.status_code == 503 and resp.headers["Retry-After"]
+    assert resp.mimetype == "application/problem+json"
+    with flow.gw.db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(cdi_queries)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(outbox)).scalar() == 0
+    server.start()
+    resp = fi.submit(fi.message(tokens["access_token"], ["identity.hkid"], query_id="q-down"))
+    assert resp.status_code == 202

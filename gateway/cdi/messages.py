@@ -166,6 +166,13 @@ def verify_assertion(gw, authorization: str, find) -> dict:
         raise MessageRefused(f"the assertion was refused: {exc}") from exc
     if claims.get("sub") != requester["client_id"]:
         raise MessageRefused("the assertion's sub must be the FI's client_id")
+    if claims["exp"] > gw.clock.now() + MAX_ASSERTION_LIFETIME + 5:
+        raise MessageRefused("the assertion's exp is more than 5 minutes ahead")
+    audience = claims.get("aud")
+    if isinstance(audience, list) and len(audience) == 1:
+        audience = audience[0]
+    if not isinstance(audience, str):   # this gateway's CDI alone, not one audience among others
+        raise MessageRefused("the assertion's aud must name <issuer>/cdi alone")
     if not claims["jti"] or len(claims["jti"]) > 200:
         raise MessageRefused("the assertion needs a jti (at most 200 characters)")
     # each assertion once, as a client assertion (RFC 7523 3): a captured one cannot be

@@ -132,8 +132,8 @@ def _refused_destination(gw, url: str) -> str | None:
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
-        return None                  # the POST itself will say it cannot connect
-    if any(_is_internal(a.split("%")[0]) for a in addresses):
+        return "the URL's host name did not resolve"      # never left to a second lookup
+    if not addresses or any(_is_internal(a.split("%")[0]) for a in addresses):
         return "the URL resolves to a private or loopback address"
     return None
 

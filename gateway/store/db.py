@@ -205,6 +205,7 @@ cdi_queries = Table(
     UniqueConstraint("client_id", "query_id", name="uq_cdi_query"),
     Index("ix_cdi_delivery", "delivery", "next_delivery_at"),
     Index("ix_cdi_finished", "finished_at"),
+    Index("ix_cdi_collected", "collected_at"),
 )
 
 GENESIS_HASH = "0" * 64

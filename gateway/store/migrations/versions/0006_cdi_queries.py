@@ -47,9 +47,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_cdi_delivery", "cdi_queries", ["delivery", "next_delivery_at"])
     op.create_index("ix_cdi_finished", "cdi_queries", ["finished_at"])
+    op.create_index("ix_cdi_collected", "cdi_queries", ["collected_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_cdi_collected", table_name="cdi_queries")
     op.drop_index("ix_cdi_finished", table_name="cdi_queries")
     op.drop_index("ix_cdi_delivery", table_name="cdi_queries")
     op.drop_table("cdi_queries")
