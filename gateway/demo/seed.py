@@ -14,6 +14,7 @@ from policies.engine import POLICY_DIR, load_file
 
 HERE = Path(__file__).parent
 DEMO_CITIZEN_HKID = "A1234563"       # CHAN Tai Man, A123456(3)
+DEMO_CALLBACK = "/demo/callback"      # the /demo console's redirect URI, under the issuer
 
 
 class DemoRefused(Exception):
@@ -35,6 +36,17 @@ def public_jwks(client_id: str) -> dict:
     return {"keys": keys}
 
 
+def console_callback(gw) -> list[str]:
+    """The /demo console's redirect URI under this issuer, when it can be registered (an https
+    issuer, or http on a loopback host); none otherwise, and /demo says so."""
+    uri = gw.config.issuer + DEMO_CALLBACK
+    try:
+        requester_registry.check_redirect_uri(uri, demo=gw.config.demo)
+    except requester_registry.RequesterError:
+        return []
+    return [uri]
+
+
 def is_empty(gw) -> bool:
     with gw.db.connect() as conn:
         return conn.execute(select(func.count()).select_from(requesters)).scalar() == 0
@@ -50,7 +62,9 @@ def seed(gw) -> list[str]:
             requester_registry.register(conn, now, client_id=entry["client_id"], name=entry["name"],
                                 name_zh=entry.get("name_zh"), kind=entry["kind"],
                                 jwks=public_jwks(entry["client_id"]),
-                                redirect_uris=entry["redirect_uris"], demo=gw.config.demo,
+                                redirect_uris=[*entry["redirect_uris"],
+                                               *console_callback(gw)],
+                                demo=gw.config.demo,
                                 callback_urls=entry.get("callback_urls"),
                                 policy=load_file(POLICY_DIR / entry["policy"]))
             done.append(entry["client_id"])

@@ -65,12 +65,15 @@ def verify_code():
     mark = mock_iam_smart.new_device_mark(runtime.current(), pending["hkid"])
     next_url = session.get("next", "/me")
     chosen = session.get("lang")
+    console = session.get("demo_grant")   # a /demo request waiting for this login's answer
     session.clear()
     session.regenerate()
     session["subject_id"] = citizen["subject_id"]
     session["logged_in_at"] = runtime.current().clock.now()
     if chosen:
         session["lang"] = chosen
+    if console and runtime.current().config.demo:
+        session["demo_grant"] = console
     resp = redirect(local_path(next_url), code=303)
     # this browser now has a wrong-code budget of its own for this citizen (see gateway/login.py)
     resp.set_cookie(mock_iam_smart.DEVICE_COOKIE, mark, max_age=runtime.current().config.device_mark_ttl,

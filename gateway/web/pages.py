@@ -54,8 +54,10 @@ def page_context() -> dict:
     args = {k: v for k, v in request.args.items() if k != "lang"}
     args["lang"] = other
     t, zh = translator(current)
+    from gateway import runtime
     return {"lang": current, "other_lang": other, "t": t, "zh": zh,
-            "lang_query": urlencode(args), "csrf_token": csrf_token()}
+            "lang_query": urlencode(args), "csrf_token": csrf_token(),
+            "demo_mode": runtime.current().config.demo}
 
 
 def render(template: str, status: int = 200, **context):
