@@ -298,10 +298,12 @@ def test_a_once_consent_read_through_cdi_ends_with_that_read(flow, fi):
 
 
 def test_the_release_shows_in_the_citizens_access_log_with_route_cdi(flow, fi, tokens):
-    assert " — cdi" not in flow.browser.get("/me").get_data(as_text=True)
+    assert 'data-route="cdi"' not in flow.browser.get("/me").get_data(as_text=True)
     assert fi.submit(fi.message(tokens["access_token"], ITEMS)).status_code == 202
     page = flow.browser.get("/me").get_data(as_text=True)
-    assert "bank-of-example — identity.hkid, identity.name_en — cdi" in page
+    assert ('data-route="cdi" data-items="identity.hkid,identity.name_en" '
+            'data-client-id="bank-of-example"') in page
+    assert "through the CDI bridge (banks)" in page
 
 
 def test_a_polling_assertion_works_once(flow, fi, tokens):

@@ -313,3 +313,20 @@ def test_me_costs_the_same_statements_for_one_consent_or_many(flow):
         flow.data(tokens["access_token"])
         flow.data(tokens["access_token"])
     assert statements_for_me() == one
+
+
+def test_me_shows_times_the_hong_kong_way_in_either_language(flow, clock):
+    import re
+    tokens = flow.tokens()
+    flow.data(tokens["access_token"])
+    page = flow.browser.get("/me").get_data(as_text=True)
+    stamp = re.search(r'<time datetime="(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):\d\dZ">([^<]+)</time>',
+                      page)
+    assert stamp, page
+    from datetime import datetime, timedelta
+    utc = datetime(*map(int, stamp.groups()[:5]))
+    hk = utc + timedelta(hours=8)
+    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    assert stamp.group(6) == f"{hk.day} {months[hk.month - 1]} {hk.year}, {hk:%H:%M}"
+    zh = flow.browser.get("/me?lang=zh-HK").get_data(as_text=True)
+    assert f"{hk.year}年{hk.month}月{hk.day}日 {hk:%H:%M}" in zh

@@ -69,7 +69,7 @@ def test_the_bank_asks_the_citizen_approves_and_the_console_shows_token_data_and
                                              page, re.S).group(1)))
     assert cdi["aud"] == "bank-of-example" and "identity.hkid" in cdi["items"]
     me = flow.browser.get("/me").get_data(as_text=True)
-    assert claims["consent_id"] in me and " — cdi" in me
+    assert claims["consent_id"] in me and 'data-route="cdi"' in me
 
 
 def test_a_department_pulls_its_prefilled_form(app):
@@ -110,3 +110,13 @@ def test_the_console_in_traditional_chinese(app):
     flow = Flow(app)
     page = flow.browser.get("/demo?lang=zh-HK").get_data(as_text=True)
     assert "以索取者身分試用閘道" in page and "示例銀行" in page and "開始" in page
+
+
+def test_a_once_consent_is_read_once_through_cdi(app):
+    flow = Flow(app)
+    resp = start(flow, "bank-of-example", "ekyc-account-opening", access="once")
+    page = approve_and_follow(flow, resp).get_data(as_text=True)
+    assert 'id="data-released"' not in page
+    cdi = json.loads(html.unescape(re.search(r'<pre id="cdi-result">(.*?)</pre>',
+                                             page, re.S).group(1)))
+    assert cdi["aud"] == "bank-of-example"

@@ -130,6 +130,7 @@ def overview(gw, subject_id: str, lang: str, page: int = 1) -> tuple[list[dict],
                 row["status"] != "declined" else None,
                 "event": _event_state(row),
                 "reads": [{"at": e["at"], "client_id": e["client_id"], "item_ids": e["items"],
+                           "item_labels": [label(i, lang) for i in e["items"]],
                            "route": e["route"], "proof": _proof_link(e, sizes)}
                           for e in reads],
             })

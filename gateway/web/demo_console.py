@@ -126,7 +126,7 @@ def demo_start():
                       message=f"the gateway refused the request: {resp.text[:300]}")
     session["demo_grant"] = {"client_id": choice["client_id"], "kind": choice["kind"],
                              "verifier": verifier, "state": state, "items": items,
-                             "forms": choice["forms"]}
+                             "forms": choice["forms"], "access": access}
     return redirect(agent.authorize_url(resp.json()["request_uri"]), code=303)
 
 
@@ -149,9 +149,10 @@ def demo_callback():
     tokens = answer.json()
     claims = gw.access_tokens.verify(tokens["access_token"])
     shown: dict = {"claims": json.dumps(claims, indent=2, ensure_ascii=False)}
-    if grant["kind"] == "fi":       # the data API, then the same through the CDI bridge
-        data = agent.data(tokens["access_token"])
-        shown["data"] = data.json() if data.status_code == 200 else {"error": data.text}
+    if grant["kind"] == "fi":       # the data API (an ongoing consent), then through CDI
+        if grant.get("access") == "ongoing":   # a once consent ends at its one read: CDI's
+            data = agent.data(tokens["access_token"])
+            shown["data"] = data.json() if data.status_code == 200 else {"error": data.text}
         query_id = "demo-" + secrets.token_hex(6)
         submitted = agent.submit(agent.message(query_id, tokens["access_token"], grant["items"]))
         if submitted.status_code == 202:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 from flask import Blueprint, render_template, request, session
@@ -70,6 +71,26 @@ def local_path(target) -> str:
             or "\\" in target or len(target) > 2000 or any(ord(c) < 32 for c in target):
         return "/me"
     return target
+
+
+HONG_KONG = timezone(timedelta(hours=8), "HKT")   # no summer time since 1979
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@bp.app_template_filter("hk_time")
+def hk_time(rfc3339_utc: str | None) -> str:
+    """A UTC time as Hong Kong reads it, in the page's language: ``6 Dec 2026, 13:09`` or
+    ``2026年12月6日 13:09`` (Hong Kong time)."""
+    if not rfc3339_utc:
+        return "—"
+    try:
+        when = datetime.strptime(rfc3339_utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return rfc3339_utc
+    local = when.astimezone(HONG_KONG)
+    if lang() == "zh-HK":
+        return f"{local.year}年{local.month}月{local.day}日 {local:%H:%M}"
+    return f"{local.day} {_MONTHS[local.month - 1]} {local.year}, {local:%H:%M}"
 
 
 ADDRESS_PARTS = (("flat", "Flat "), ("floor", "Floor "), ("block", ""), ("building", ""),
