@@ -44,9 +44,10 @@ WAIT = 15
 
 # -- the browser -----------------------------------------------------------------------------------
 
-def start_chromium(profile_dir) -> webdriver.Chrome:
+def start_chromium(profile_dir, prefs: dict | None = None) -> webdriver.Chrome:
     """Debian's headless Chromium under its chromedriver. Called from inside the tests, so a
-    missing browser is a test failure (not a setup error, and never a skip)."""
+    missing browser is a test failure (not a setup error, and never a skip). ``prefs``:
+    Chromium preferences (JavaScript off, say)."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.isfile(p) and os.access(p, os.X_OK))]
     if missing:
         pytest.fail(f"the browser tests need Debian's Chromium and chromedriver; missing: "
@@ -56,6 +57,8 @@ def start_chromium(profile_dir) -> webdriver.Chrome:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile_dir}")
+    if prefs:
+        options.add_experimental_option("prefs", prefs)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)

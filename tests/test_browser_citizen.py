@@ -148,3 +148,51 @@ def test_a_newcomer_tries_the_demo_console_end_to_end(live_gateway, chromium):
     assert cdi["aud"] == "bank-of-example" and cdi["items"]["identity.name_en"]
     screenshot(browser, "demo-result")
     assert console_errors(browser) == []
+
+
+def test_keyboard_only_with_javascript_off_a_citizen_logs_in_and_approves(live_gateway,
+                                                                         tmp_path):
+    """No mouse, no JavaScript: Tab to each control, type, press Enter (SECURITY: no inline
+    script; issue 10: keyboard-only and no-JavaScript use work)."""
+    from selenium.webdriver.common.keys import Keys
+
+    from .test_browser import push, start_chromium
+    options_pref = {"profile.managed_default_content_settings.javascript": 2}
+    driver = start_chromium(tmp_path / "nojs-profile", prefs=options_pref)
+    try:
+        bank = bank_of(live_gateway)
+        url, verifier = push(bank, "keyboard")
+        driver.get(url)
+        wait(driver, path_is("/login"), "not sent to the login page")
+        focus = driver.switch_to.active_element
+        for _ in range(12):                        # Tab from the top until the HKID field
+            focus.send_keys(Keys.TAB)
+            focus = driver.switch_to.active_element
+            if focus.get_attribute("name") == "hkid":
+                break
+        assert focus.get_attribute("name") == "hkid", "the HKID field is not reachable by Tab"
+        focus.send_keys("A123456(3)", Keys.ENTER)
+        wait(driver, path_is("/login/code"), "Enter did not submit the login")
+        code = driver.find_element(By.ID, "demo-code").text.strip()
+        focus = driver.switch_to.active_element
+        for _ in range(15):
+            focus.send_keys(Keys.TAB)
+            focus = driver.switch_to.active_element
+            if focus.get_attribute("name") == "code":
+                break
+        focus.send_keys(code, Keys.ENTER)
+        wait(driver, path_is("/oauth/authorize"), "Enter did not verify the code")
+        focus = driver.switch_to.active_element
+        for _ in range(40):                        # Tab on to the Approve button
+            focus.send_keys(Keys.TAB)
+            focus = driver.switch_to.active_element
+            if focus.get_attribute("value") == "approve":
+                break
+        assert focus.get_attribute("value") == "approve", "Approve is not reachable by Tab"
+        focus.send_keys(Keys.ENTER)
+        wait(driver, lambda d: d.current_url.startswith(BANK_REDIRECT),
+             "Enter on Approve did not answer the request")
+        code = dict(p.split("=", 1) for p in driver.current_url.split("?", 1)[1].split("&"))["code"]
+        assert bank.token(code, verifier).status_code == 200
+    finally:
+        driver.quit()

@@ -330,3 +330,17 @@ def test_me_shows_times_the_hong_kong_way_in_either_language(flow, clock):
     assert stamp.group(6) == f"{hk.day} {months[hk.month - 1]} {hk.year}, {hk:%H:%M}"
     zh = flow.browser.get("/me?lang=zh-HK").get_data(as_text=True)
     assert f"{hk.year}年{hk.month}月{hk.day}日 {hk:%H:%M}" in zh
+
+
+def test_a_replayed_revoke_is_refused_clearly_and_changes_nothing(flow):
+    from tests.flow import ledger_snapshot
+    tokens = flow.tokens()
+    page = flow.browser.get("/me").get_data(as_text=True)
+    form = {"csrf_token": flow.csrf(page)}
+    first = flow.browser.post(f"/me/consents/{tokens['consent_id']}/revoke", data=form)
+    assert first.status_code == 303
+    before = ledger_snapshot(flow.gw)
+    again = flow.browser.post(f"/me/consents/{tokens['consent_id']}/revoke", data=form)
+    assert again.status_code == 409 and again.mimetype == "text/html"
+    assert "Traceback" not in again.get_data(as_text=True)
+    assert ledger_snapshot(flow.gw) == before
