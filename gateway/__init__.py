@@ -68,6 +68,8 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
                       pages.bp):  # each renders its errors
         app.register_blueprint(blueprint)
     http_errors.init_app(app)
+    from gateway import metrics
+    metrics.init_app(app)
 
     @app.before_request
     def _request_id():

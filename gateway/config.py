@@ -28,6 +28,8 @@ class Config:
     redis_prefix: str = "cdeg:"
     departments_url: str | None = None    # None: mock departments answer in-process
     secret_key: str | None = None         # sessions and pairwise subjects; generated in demo mode
+    metrics_token: str | None = None      # /metrics needs it as a Bearer (set: anywhere; unset:
+                                          # demo mode only)
     jobs_inline: bool | None = None       # default: inline when Redis is the stand-in
     max_body_bytes: int = 64 * 1024
     session_idle_seconds: int = 15 * 60
@@ -115,7 +117,8 @@ class Config:
         for name, key in (("CDEG_ISSUER", "issuer"), ("CDEG_DATABASE_URL", "database_url"),
                           ("CDEG_REDIS_URL", "redis_url"), ("CDEG_REDIS_PREFIX", "redis_prefix"),
                           ("CDEG_DEPARTMENTS_URL", "departments_url"),
-                          ("CDEG_SECRET_KEY", "secret_key")):
+                          ("CDEG_SECRET_KEY", "secret_key"),
+                          ("CDEG_METRICS_TOKEN", "metrics_token")):
             if env.get(name):
                 values[key] = env[name]
         for name, key in (("CDEG_CLIENT_RATE_PER_MINUTE", "client_rate_per_minute"),

@@ -1,7 +1,7 @@
 """Discovery and operations: RFC 8414 metadata, the JWKS, liveness and readiness."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from sqlalchemy import text
 
 from gateway import http_errors, runtime
@@ -71,3 +71,30 @@ def readyz():
     if not ready:
         resp.headers["Retry-After"] = "5"
     return resp
+
+
+@bp.get("/openapi.json")
+def openapi():
+    from gateway import openapi as document
+    resp = jsonify(document.document(runtime.current().config.issuer))
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp
+
+
+@bp.get("/metrics")
+def metrics():
+    from gateway import metrics as exported
+    from gateway.errors import GatewayError
+    gw = runtime.current()
+    allowed = exported.allowed(gw, request.headers.get("Authorization", ""))
+    if allowed is None:
+        error = GatewayError("metrics are served with CDEG_METRICS_TOKEN set")
+        error.status, error.problem = 404, "not-found"
+        raise error
+    if not allowed:
+        error = GatewayError("send the metrics token as Authorization: Bearer")
+        error.status, error.problem = 401, "unauthorized"
+        error.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        raise error
+    return exported.exposition(gw), 200, {"Content-Type": exported.CONTENT_TYPE,
+                                          "Cache-Control": "no-store"}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from sqlalchemy import Text, bindparam, cast, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from gateway import metrics
 from gateway.audit import entries, sequencer
 from gateway.citizens import pairwise_subject
 from gateway.consent import ledger, liveness
@@ -235,10 +236,14 @@ def record(gw, grant: Grant, items: list[str], *, route: str, key: str | None = 
         if recorded is None:
             raise InvalidToken(_ENDED)
         sequencer.after_commit(gw)
+        metrics.released(items, route)
         return Recorded(first=True)
 
-    return gw.in_transaction(lambda conn: record_in(conn, gw, grant, items, route=route,
-                                                    key=key, now=now))
+    recorded = gw.in_transaction(lambda conn: record_in(conn, gw, grant, items, route=route,
+                                                        key=key, now=now))
+    if recorded.first:
+        metrics.released(items, route)
+    return recorded
 
 
 def record_in(conn, gw, grant: Grant, items: list[str], *, route: str, key: str | None,

@@ -9,6 +9,7 @@ from connectors.base import SourceTimeout as ConnectorTimeout
 from connectors.eme import EMEConnector
 from connectors.immd import ImmigrationConnector
 from connectors.utilities import UtilitiesConnector
+from gateway import metrics
 from gateway.errors import SourceFailed, SourceTimeout
 from schemas.catalogue import catalogue
 
@@ -28,13 +29,18 @@ class Router:
         ``SourceTimeout`` (504), down or answering wrongly ``SourceFailed`` (502), each naming
         the source. Every call to a source goes through here (reads, profile edits, bills)."""
         try:
-            return getattr(self.connectors[source], action)(*args)
+            answer = getattr(self.connectors[source], action)(*args)
         except SubjectNotFound:
+            metrics.connector_call(source, "not-found")
             raise                 # the source answered: it has nothing for this citizen
         except ConnectorTimeout as exc:
+            metrics.connector_call(source, "timeout")
             raise SourceTimeout(f"source {source} did not answer in time") from exc
         except ConnectorError as exc:
+            metrics.connector_call(source, "failed")
             raise SourceFailed(f"source {source} is down or answered wrongly") from exc
+        metrics.connector_call(source, "ok")
+        return answer
 
     def _fetch_one(self, source: str, hkid: str, wanted: list[str]) -> dict[str, ItemValue]:
         try:   # a source that holds nothing for this citizen: its items have no value

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
-from gateway import requester_registry
+from gateway import metrics, requester_registry
 from gateway.cdi.status import DONE, FAILED, QUEUED, RUNNING
 from gateway.errors import InvalidToken, OutsideConsent, SourceFailed, SourceTimeout, \
     SourceUnavailable
@@ -132,4 +132,5 @@ def run_query(gw: Gateway, query: int) -> str:
         return _fail(gw, row, "policy-changed", f"{exc.detail}; submit a new query")
     except Superseded:
         return "ended by another run"
+    metrics.released(list(values), "cdi")
     return DONE

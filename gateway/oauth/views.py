@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 from . import client_auth, grant
 from .errors import InvalidRequest, UnsupportedGrantType
 
-from gateway import http_errors, runtime
+from gateway import http_errors, metrics, runtime
 
 bp = Blueprint("oauth", __name__)
 http_errors.use(bp, http_errors.as_oauth)
@@ -65,12 +65,14 @@ def token():
     if exchange is grant.exchange_code and gw.prepared is not None:
         at_once = grant.exchange_code_at_once(gw, form, request.path)
         if at_once.body is not None:
+            metrics.tokens_minted(at_once.body)
             return _json(at_once.body)
         requester = at_once.requester   # authenticated: its assertion's jti is spent
     with gw.transaction() as conn:
         outcome = exchange(gw, conn, requester or _authenticated(conn, form), form)
     if isinstance(outcome, grant.Refused):  # committed: the spent code, the revoked tokens
         raise outcome.error
+    metrics.tokens_minted(outcome)
     return _json(outcome)
 
 
