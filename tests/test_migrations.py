@@ -267,3 +267,76 @@ def test_cdeg_db_upgrade_refuses_a_database_it_cannot_adopt_in_one_line(cli_env)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cdeg: database: "), result.output
     assert "tokens" in lines[0] and "Traceback" not in result.output
+
+
+def test_an_upgrade_from_the_first_revision_keeps_every_consent_token_and_entry(url, tmp_path):
+    """A ledger made at 0001_baseline and used — a citizen, a requester with its keys and
+    policy, an approved consent, its tokens, its audit entries — upgraded to head: all there,
+    the log sequenced and verifying, and the old token still releases data."""
+    from alembic import command
+    from sqlalchemy import MetaData
+
+    from gateway.audit import sequencer
+    from gateway.audit.verify import verify
+    from gateway.demo.seed import public_jwks
+    from gateway.exchange.release import decide, live_grant
+    from gateway.tokens.access import VerifiedClaims
+    from policies.engine import POLICY_DIR, load_file
+
+    engine = db.make_engine(url)
+    try:
+        command.upgrade(db.alembic_config(url), "0001_baseline")
+        old = MetaData()
+        old.reflect(engine)
+        assert "log_heads" not in old.tables and "outbox" not in old.tables
+        now = 1_796_000_000
+        consent_id, jti = "cns_" + "u" * 24, "jti-before-the-upgrade"
+        with engine.begin() as conn:
+            t = old.tables
+            conn.execute(t["requesters"].insert().values(
+                client_id="bank-of-example", name="Bank of Example", kind="fi",
+                jwks=public_jwks("bank-of-example"), redirect_uris=["https://bank.example/cb"],
+                policy=load_file(POLICY_DIR / "bank-of-example.yaml"), created_at=now))
+            conn.execute(t["citizens"].insert().values(subject_id="s" * 32, hkid="A1234563",
+                                                       created_at=now))
+            conn.execute(t["consents"].insert().values(
+                consent_id=consent_id, client_id="bank-of-example", subject_id="s" * 32,
+                status="approved", purpose="ekyc-account-opening",
+                data_items=["identity.name_en", "identity.hkid"], access="ongoing",
+                duration="P90D", authorization_details=[{"type": "cdeg_data"}], created_at=now,
+                decided_at=now, expires_at=now + 90 * 86400))
+            conn.execute(t["tokens"].insert().values(
+                token_id=jti, kind="access", consent_id=consent_id, client_id="bank-of-example",
+                issued_at=now, expires_at=now + 600))
+            for seq, event in enumerate(("consent.requested", "consent.approved",
+                                         "token.issued"), start=1):
+                conn.execute(t["audit_entries"].insert().values(
+                    seq=seq, at="2026-11-30T00:00:00Z", event=event, client_id="bank-of-example",
+                    subject="pairwise", consent_id=consent_id, items=["identity.hkid"],
+                    route="web", outcome="ok", prev_hash="0" * 64, hash="f" * 64))
+
+        assert db.upgrade(engine) == db.head_revision()
+        assert differences(engine) == []
+    finally:
+        engine.dispose()
+
+    from gateway.clock import Clock
+    clock = Clock()
+    clock.advance(now + 60 - clock.now())
+    gw = Gateway(Config(instance_dir=tmp_path / "instance", issuer="http://gateway.test",
+                        env="test", database_url=url), clock=clock)
+    try:
+        with gw.db.connect() as conn:
+            consent = conn.execute(select(db.consents).where(
+                db.consents.c.consent_id == consent_id)).mappings().one()
+            assert consent["status"] == "approved" and consent["event_attempts"] == 0
+            assert conn.execute(select(func.count()).select_from(db.audit_entries)).scalar() == 3
+        assert sequencer.integrate_all(gw) == 3
+        verify(gw)                                      # raises naming what does not hold
+        grant = live_grant(gw, VerifiedClaims({"jti": jti, "consent_id": consent_id,
+                                               "client_id": "bank-of-example",
+                                               "exp": now + 600}))
+        assert decide(grant, None, clock.now()) == ["identity.name_en", "identity.hkid"]
+        assert grant.hkid == "A1234563"
+    finally:
+        gw.close()
