@@ -193,6 +193,18 @@ def clients_register(client_id, name, jwks_file, redirect_uris, kind, policy_fil
     click.echo(f"registered {client_id} ({kind})")
 
 
+@main.command(help="Check a deployment: schema, Redis, keys, policies and forms, departments.")
+def doctor():
+    from gateway import doctor as checks
+    gw = _gateway(_config())
+    failed = 0
+    for name, held, found in checks.run(gw):
+        click.echo(f"{'ok  ' if held else 'FAIL'} {name}: {found}")
+        failed += not held
+    if failed:
+        raise SystemExit(1)
+
+
 @main.group(help="The gateway's signing keys.")
 def keys():
     pass

@@ -116,6 +116,22 @@ class RedisStore:
         except redis_lib.RedisError as exc:
             raise StoreUnavailable("session store did not answer") from exc
 
+    def persistence(self) -> str | None:
+        """How the Redis server keeps its data across a restart ("aof", "rdb", or None for
+        nothing); raises StoreUnavailable when it does not answer."""
+        if self.embedded:
+            return None
+        try:
+            config = self.client.config_get("appendonly")
+            saves = self.client.config_get("save")
+        except redis_lib.ResponseError:       # CONFIG disabled (a managed Redis): unknown
+            return "unknown (CONFIG not allowed)"
+        except redis_lib.RedisError as exc:
+            raise StoreUnavailable("Redis did not answer") from exc
+        if config.get("appendonly") == "yes":
+            return "aof"
+        return "rdb" if saves.get("save") else None
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
