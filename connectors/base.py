@@ -68,8 +68,10 @@ class ItemValue:
 class DepartmentsClient:
     """The gateway's one HTTP session towards the department services."""
 
-    def __init__(self, base_url: str | None, timeout=(2.0, 5.0), in_process=None):
+    def __init__(self, base_url: str | None, timeout=(2.0, 5.0), in_process=None,
+                 request_id=lambda: None):
         self.in_process = None
+        self.request_id = request_id    # the caller's request id, sent as X-Request-ID
         self.session = requests.Session()
         self.session.trust_env = False   # only the configured base URL; no proxy variables
         self.session.headers["User-Agent"] = "cdeg-gateway/0.1"
@@ -124,8 +126,10 @@ class DepartmentsClient:
             if attempt:
                 time.sleep(STATUS_BACKOFF * 2 ** (attempt - 1))
             try:
+                rid = self.request_id()
                 resp = self.session.post(self.base_url + path, json=payload, timeout=self.timeout,
-                                         allow_redirects=False, stream=True)
+                                         allow_redirects=False, stream=True,
+                                         headers={"X-Request-ID": rid} if rid else None)
             except requests.Timeout as exc:
                 raise SourceTimeout(f"{path}: no answer in time") from exc
             except requests.RequestException as exc:

@@ -68,8 +68,9 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
                       pages.bp):  # each renders its errors
         app.register_blueprint(blueprint)
     http_errors.init_app(app)
-    from gateway import metrics
+    from gateway import logs, metrics
     metrics.init_app(app)
+    logs.configure()
 
     @app.before_request
     def _request_id():

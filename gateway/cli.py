@@ -102,6 +102,8 @@ def worker(burst: bool):
     config = _config()
     if not config.redis_url:
         raise CliError("CDEG_REDIS_URL is not set: embedded instances run jobs inline")
+    from gateway import logs
+    logs.configure()
     worker.work(_gateway(config), burst=burst)
 
 

@@ -104,8 +104,9 @@ class Gateway:
         if departments is None and not config.departments_url:   # embedded: the mock in-process,
             from connectors.mock.departments import Departments  # e-ME edits kept by the instance
             departments = Departments(store=Path(config.instance_dir) / EME_STORE)
+        from gateway.logs import request_id
         self.departments = DepartmentsClient(config.departments_url, config.connector_timeout,
-                                             in_process=departments)
+                                             in_process=departments, request_id=request_id)
         self.router = Router(self.departments)
         self.client_keys = requester_registry.KeyCache()
         if config.production:

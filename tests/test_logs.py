@@ -1,0 +1,48 @@
+"""Logs are JSON lines with no personal data: the whole demo story runs with every gateway
+logger at DEBUG, and no line holds the demo citizen's HKID, name, address, phone, e-mail, or a
+JWT; a line that tried to would be scrubbed."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+
+from gateway import logs
+
+
+def test_the_whole_demo_logs_no_personal_data_and_no_tokens():
+    from gateway.demo.story import play
+    stream = io.StringIO()
+    handler = logs.configure(logging.DEBUG, stream=stream)
+    said: list[str] = []
+    root = logging.getLogger()
+    everything = logging.StreamHandler(stream)       # werkzeug, rq, requests... too
+    root.addHandler(everything)
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        assert play(said.append) == 0, said
+    finally:
+        root.removeHandler(everything)
+        root.setLevel(level)
+        logging.getLogger("cdeg").removeHandler(handler)
+    written = stream.getvalue()
+    assert written, "the demo logged nothing at all"
+    for secret in ("A123456", "A1234563", "CHAN", "Tai Man", "陳大文", "Mei Foo", "Broadway",
+                   "91234567", "9123 4567", "chan.taiman", "@example"):
+        assert secret not in written, secret
+    assert not re.search(r"eyJ[A-Za-z0-9_-]{8,}\.", written), "a JWT in the logs"
+
+
+def test_log_lines_are_json_and_scrub_what_slipped_in():
+    stream = io.StringIO()
+    handler = logs.configure(logging.INFO, stream=stream)
+    try:
+        logging.getLogger("cdeg.test").warning(
+            "looked up A123456(3) for chan@example.com on 9123 4567 with eyJhbGciOi.eyJzdWIi.sig")
+    finally:
+        logging.getLogger("cdeg").removeHandler(handler)
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["level"] == "WARNING" and line["logger"] == "cdeg.test" and line["time"]
+    assert line["message"] == "looked up [hkid] for [email] on [phone] with [jose]"
