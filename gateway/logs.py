@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -29,14 +30,16 @@ def scrub(text: str) -> str:
     return text
 
 
+# the request id of a job's asking request, while the job runs (gateway/jobs/outbox.py)
+JOB_REQUEST: ContextVar[str | None] = ContextVar("cdeg_job_request", default=None)
+
+
 class _RequestId(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            from flask import g, has_request_context
-            if has_request_context() and not hasattr(record, "request_id"):
-                record.request_id = g.get("request_id")
-        except Exception:  # noqa: BLE001 - logging must never fail a request
-            pass
+        if not hasattr(record, "request_id"):
+            found = request_id()
+            if found:
+                record.request_id = found
         return True
 
 
@@ -63,9 +66,12 @@ def configure(level: int = logging.INFO, stream=None) -> logging.Handler:
 
 
 def request_id() -> str | None:
-    """The current request's id (None outside a request): sent to the department services."""
+    """The current request's id — in a job, the id of the request that asked for it (None
+    outside both): in every log line, and sent to the department services."""
     try:
         from flask import g, has_request_context
-        return g.get("request_id") if has_request_context() else None
-    except Exception:  # noqa: BLE001
+        if has_request_context():
+            return g.get("request_id")
+    except Exception:  # noqa: BLE001 - logging must never fail a request
         return None
+    return JOB_REQUEST.get()

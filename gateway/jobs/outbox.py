@@ -79,7 +79,9 @@ def add(conn: Connection, now: int, job: str, args: dict, key: str) -> None:
     if not conn.info.get(OPEN):   # only there is the relay after the commit guaranteed
         raise JobRefused("ask for jobs inside gw.transaction(), so they follow its commit")
     _check(job, args)
-    values = dict(job=job, args=args, idempotency_key=key, created_at=now, attempts=0)
+    from gateway.logs import request_id
+    values = dict(job=job, args=args, idempotency_key=key, created_at=now, attempts=0,
+                  request_id=request_id())
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     conn.execute(dialect.insert(outbox).values(**values)
                  .on_conflict_do_nothing(index_elements=["idempotency_key"]))
@@ -223,20 +225,25 @@ def _run(gw: Gateway, outbox_id: int, *, claim=None, raise_errors: bool = False)
                                   claim if claim is not None else true())
                            .values(attempts=outbox.c.attempts + 1, relayed_at=now,
                                    claimed_at=now)
-                           .returning(outbox.c.job, outbox.c.args, outbox.c.attempts)).first()
+                           .returning(outbox.c.job, outbox.c.args, outbox.c.attempts,
+                                      outbox.c.request_id)).first()
     if row is None:
         return None
+    from gateway.logs import JOB_REQUEST
     token = _running(outbox_id)
+    asked_by = JOB_REQUEST.set(row.request_id)
     try:
         result = JOBS[row.job](gw, **row.args)
     except Exception as exc:
         _finished(token)
+        JOB_REQUEST.reset(asked_by)
         log.warning("job %s (outbox %s) failed: %s", row.job, outbox_id, type(exc).__name__)
         if row.attempts >= gw.config.job_attempts and row.job in GIVE_UP:
             _give_up(gw, outbox_id, row.job, row.args)
         if raise_errors:
             raise
         return None
+    JOB_REQUEST.reset(asked_by)
     if _finished(token):     # marked done by the job, in its own last transaction
         return result if result is not None else True
     with gw.transaction() as conn:

@@ -176,6 +176,7 @@ outbox = Table(
     Column("claimed_at", BigInteger),                      # a run started (a lease)
     Column("done_at", BigInteger),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("request_id", String(32)),                      # of the request that asked (logs)
     Index("ix_outbox_pending", "relayed_at"),
 )
 
