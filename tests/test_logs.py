@@ -15,6 +15,7 @@ def test_the_whole_demo_logs_no_personal_data_and_no_tokens():
     from gateway.demo.story import play
     stream = io.StringIO()
     handler = logs.configure(logging.DEBUG)          # the gateway's JSON handler (made once)
+    logging.getLogger("cdeg").setLevel(logging.DEBUG)
     before = handler.setStream(stream)
     said: list[str] = []
     root = logging.getLogger()
