@@ -59,13 +59,13 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     from gateway.web.session import RedisSessionInterface
     app.session_interface = RedisSessionInterface(gw)
 
-    from gateway import http_errors, wellknown
+    from gateway import api_docs, http_errors, wellknown
     from gateway.api import consents as _consents, data, forms, log  # noqa: F401 - routes
     from gateway.cdi import views as cdi_views
     from gateway.oauth import views
     from gateway.web import auth, consent, demo_console, me, pages, profile  # noqa: F401 - they register their routes
-    for blueprint in (wellknown.bp, views.bp, data.bp, forms.bp, log.bp, cdi_views.bp,
-                      pages.bp):  # each renders its errors
+    for blueprint in (wellknown.bp, api_docs.bp, views.bp, data.bp, forms.bp, log.bp,
+                      cdi_views.bp, pages.bp):  # each renders its errors
         app.register_blueprint(blueprint)
     http_errors.init_app(app)
     from gateway import logs, metrics

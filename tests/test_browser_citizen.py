@@ -196,3 +196,14 @@ def test_keyboard_only_with_javascript_off_a_citizen_logs_in_and_approves(live_g
         assert bank.token(code, verifier).status_code == 200
     finally:
         driver.quit()
+
+
+def test_the_api_docs_page_renders_every_operation_in_chromium(live_gateway, chromium):
+    browser = chromium()
+    browser.get(live_gateway.url("/docs"))
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 10,
+         "Swagger UI did not render the operations of /openapi.json")
+    shown = browser.find_element(By.TAG_NAME, "body").text
+    for path in ("/oauth/par", "/api/v1/data", "/cdi/v1/queries"):
+        assert path in shown, path
+    assert not [e for e in console_errors(browser) if "Refused to" in e["message"]]

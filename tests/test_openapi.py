@@ -54,3 +54,17 @@ def test_real_answers_hold_to_the_published_schemas(flow):
     conforms(doc, "Problem", fi.submit("garbage").get_json())
     conforms(doc, "OAuthError", flow.token("no-such-code").get_json())
     conforms(doc, "ParAnswer", flow.par().get_json())
+
+
+def test_the_docs_page_serves_swagger_ui_from_the_package_without_a_cdn(flow):
+    page = flow.requester.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    text = page.get_data(as_text=True)
+    assert "https://" not in text and "<script>" not in text          # no CDN, no inline script
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    for asset, kind in (("swagger-ui-bundle.js", "javascript"), ("swagger-ui.css", "css")):
+        resp = flow.requester.get(f"/docs/assets/{asset}")
+        assert resp.status_code == 200 and kind in resp.mimetype and len(resp.data) > 10_000
+    assert flow.requester.get("/docs/assets/..%2Fflask_swagger_ui.py").status_code == 404
+    assert flow.requester.get("/static/docs-init.js").status_code == 200
