@@ -265,7 +265,7 @@ def plan_population(gw, size: int, rng: random.Random) -> Population:
     with the consents the measurements use, everyone else at random."""
     with gw.db.connect() as conn:
         demo_subject = conn.execute(select(citizens_table.c.subject_id).where(
-            citizens_table.c.hkid == DEMO_CITIZEN_HKID)).scalar_one()
+            citizens_table.c.hkid_index == gw.sealer.index(DEMO_CITIZEN_HKID))).scalar_one()
     demo = Citizen(demo_subject, DEMO_CITIZEN_HKID)
     data_citizen = Citizen(rng.randbytes(16).hex(), DATA_CITIZEN_HKID)
     revoker = Citizen(rng.randbytes(16).hex(), REVOKER_HKID)
@@ -295,7 +295,7 @@ def plan_population(gw, size: int, rng: random.Random) -> Population:
 # -- loading ------------------------------------------------------------------------------
 
 COPIES = {
-    "citizens": "COPY citizens (subject_id, hkid, created_at) FROM STDIN",
+    "citizens": "COPY citizens (subject_id, hkid_index, hkid_sealed, created_at) FROM STDIN",
     "consents": "COPY consents (consent_id, client_id, subject_id, status, purpose, data_items, "
                 "access, duration, authorization_details, created_at, decided_at, expires_at, "
                 "ended_at) FROM STDIN",
@@ -320,9 +320,11 @@ def copy_into(schema: str, statement: str):
             yield copy
 
 
-def write_citizens(copy, citizens: list[Citizen], now: int) -> None:
+def write_citizens(copy, citizens: list[Citizen], now: int, sealer) -> None:
+    """Sealed as the gateway seals them (gateway/identifiers.py): a keyed hash and AES-GCM."""
     for citizen in citizens:
-        copy.write_row((citizen.subject_id, citizen.hkid, now - 400 * DAY))
+        copy.write_row((citizen.subject_id, sealer.index(citizen.hkid),
+                        sealer.seal(citizen.hkid, citizen.subject_id), now - 400 * DAY))
 
 
 def write_consent(copies: dict, plan: Plan, rng: random.Random) -> int:
@@ -439,7 +441,7 @@ def load(gw, schema: str, population: Population, rng: random.Random) -> Loaded:
     with ExitStack() as stack:
         copies = {name: stack.enter_context(copy_into(schema, sql))
                   for name, sql in COPIES.items()}
-        write_citizens(copies["citizens"], population.citizens, gw.clock.now())
+        write_citizens(copies["citizens"], population.citizens, gw.clock.now(), gw.sealer)
         for plan in population.plans:
             loaded.tokens += write_consent(copies, plan, rng)
         loaded.entries = write_log(copies["audit_entries"], copies["log_nodes"],

@@ -21,20 +21,33 @@ def pairwise_subject(secret: bytes, subject_id: str, client_id: str) -> str:
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
 
-def by_hkid(conn: Connection, hkid: str) -> dict | None:
-    row = conn.execute(select(citizens).where(citizens.c.hkid == hkid)).mappings().first()
-    return dict(row) if row else None
+def _opened(sealer, row) -> dict | None:
+    if row is None:
+        return None
+    citizen = dict(row)
+    citizen["hkid"] = sealer.open(citizen.pop("hkid_sealed"), citizen["subject_id"])
+    citizen.pop("hkid_index", None)
+    return citizen
 
 
-def by_subject(conn: Connection, subject_id: str) -> dict | None:
+def by_hkid(conn: Connection, sealer, hkid: str) -> dict | None:
+    """The citizen with this HKID: one indexed read of its keyed hash (never the HKID)."""
+    row = conn.execute(select(citizens).where(citizens.c.hkid_index == sealer.index(hkid))
+                       ).mappings().first()
+    return _opened(sealer, row)
+
+
+def by_subject(conn: Connection, subject_id: str, sealer) -> dict | None:
     row = conn.execute(select(citizens).where(citizens.c.subject_id == subject_id)).mappings().first()
-    return dict(row) if row else None
+    return _opened(sealer, row)
 
 
-def enrol(conn: Connection, now: int, hkid: str) -> dict:
-    existing = by_hkid(conn, hkid)
+def enrol(conn: Connection, now: int, hkid: str, sealer) -> dict:
+    existing = by_hkid(conn, sealer, hkid)
     if existing:
         return existing
-    row = {"subject_id": secrets.token_hex(16), "hkid": hkid, "created_at": now}
-    conn.execute(citizens.insert().values(**row))
-    return row
+    subject_id = secrets.token_hex(16)
+    conn.execute(citizens.insert().values(subject_id=subject_id, created_at=now,
+                                          hkid_index=sealer.index(hkid),
+                                          hkid_sealed=sealer.seal(hkid, subject_id)))
+    return {"subject_id": subject_id, "hkid": hkid, "created_at": now}

@@ -28,6 +28,8 @@ class Config:
     redis_prefix: str = "cdeg:"
     departments_url: str | None = None    # None: mock departments answer in-process
     secret_key: str | None = None         # sessions and pairwise subjects; generated in demo mode
+    data_key: str | None = None           # the KEK that wraps the data keys (gateway/identifiers)
+    data_key_previous: str | None = None  # the KEK before, while `cdeg keys rotate-data` runs
     metrics_token: str | None = None      # /metrics needs it as a Bearer (set: anywhere; unset:
                                           # demo mode only)
     jobs_inline: bool | None = None       # default: inline when Redis is the stand-in
@@ -118,7 +120,9 @@ class Config:
                           ("CDEG_REDIS_URL", "redis_url"), ("CDEG_REDIS_PREFIX", "redis_prefix"),
                           ("CDEG_DEPARTMENTS_URL", "departments_url"),
                           ("CDEG_SECRET_KEY", "secret_key"),
-                          ("CDEG_METRICS_TOKEN", "metrics_token")):
+                          ("CDEG_METRICS_TOKEN", "metrics_token"),
+                          ("CDEG_DATA_KEY", "data_key"),
+                          ("CDEG_DATA_KEY_PREVIOUS", "data_key_previous")):
             if env.get(name):
                 values[key] = env[name]
         for name, key in (("CDEG_CLIENT_RATE_PER_MINUTE", "client_rate_per_minute"),
@@ -188,3 +192,6 @@ class Config:
                 raise ConfigError("CDEG_DEPARTMENTS_URL: production needs the department "
                                   "services' base URL; the in-process mock departments answer "
                                   "in demo mode only")
+            if not self.data_key:
+                raise ConfigError("CDEG_DATA_KEY: production needs the key that wraps the data "
+                                  "keys (32 bytes, base64url), kept outside the database")

@@ -22,6 +22,7 @@ served the request.
     ├── QueryNotFound              404 not-found         cdi: unknown, or another FI's query
     ├── UnsupportedMediaType       415 unsupported-media-type
     ├── ContentTooLarge            413 content-too-large
+    ├── IdentifierUnreadable       500 identifier-unreadable  identifiers: a sealed HKID broken
     ├── Throttled                  429 too-many-requests Retry-After
     ├── Unavailable                503 unavailable       Retry-After
     │   ├── StoreUnavailable       503                   store/redis: Redis did not answer
@@ -158,6 +159,14 @@ class UnsupportedMediaType(GatewayError):
 
 class ContentTooLarge(GatewayError):
     status, problem, message = 413, "content-too-large", "error.too_large"
+
+
+class IdentifierUnreadable(GatewayError):
+    """A citizen's sealed identifier did not open (tampered with, or sealed under a key no
+    longer held): that record is refused, never returned as data (gateway/identifiers.py)."""
+    status, problem, message = 500, "identifier-unreadable", "error.internal"
+    default_detail = ("a citizen's record could not be read; nothing was released; the "
+                      "operator has been told")
 
 
 class Throttled(GatewayError):

@@ -77,6 +77,7 @@ class Gateway:
     departments: DepartmentsClient
     router: Router
     client_keys: requester_registry.KeyCache
+    sealer: "identifiers.Sealer"     # personal identifiers sealed at rest (gateway/identifiers.py)
 
     def __init__(self, config: Config, *, clock: Clock | None = None, departments=None):
         config.validate()  # however it was built: production never starts half-configured
@@ -109,6 +110,12 @@ class Gateway:
                                              in_process=departments, request_id=request_id)
         self.router = Router(self.departments)
         self.client_keys = requester_registry.KeyCache()
+        from gateway import identifiers
+        self.sealer = identifiers.Sealer(self, identifiers.load_kek(config),
+                                         identifiers.previous_kek(config))
+        if db.current_revision(self.db.engine) == db.head_revision():
+            self.sealer.load()               # a wrong CDEG_DATA_KEY: refused here, at start
+            identifiers.seal_legacy(self)    # a ledger from before: sealed now (resumable)
         if config.production:
             self._refuse_demo_data()
 

@@ -167,4 +167,4 @@ def verify(gw, pending: dict | None, code, device_mark: str | None = None) -> di
         raise LoginError("code.error.mismatch")  # the reserved unit stays spent
     rate_limits.give_back(gw, held)
     with gw.transaction() as conn:
-        return citizens.enrol(conn, gw.clock.now(), pending["hkid"])
+        return citizens.enrol(conn, gw.clock.now(), pending["hkid"], gw.sealer)

@@ -49,6 +49,9 @@ REDIS_URL = os.environ.get("CDEG_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ISSUER = "http://gateway.test"
 BACKENDS = ["embedded", "services"]
 TEMPLATE_ENV = "test"           # the templates hold what ``seed`` writes for this environment
+# One key-encryption key for every test gateway: the templates' ledgers (copied into each test's
+# instance, or a pooled PostgreSQL schema) hold data keys wrapped by it (gateway/identifiers.py)
+TEST_DATA_KEY = "dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM"
 
 
 def _services_or_fail():
@@ -107,7 +110,8 @@ def _instance_template() -> Path:
     ``seed``: cdeg.sqlite3 at the newest revision with the demo data, keys/, secret.key."""
     from gateway.instance import Gateway
     folder = _session_dir() / "instance"
-    gw = Gateway(Config(instance_dir=folder, issuer=ISSUER, env=TEMPLATE_ENV))
+    gw = Gateway(Config(instance_dir=folder, issuer=ISSUER, env=TEMPLATE_ENV,
+                        data_key=TEST_DATA_KEY))
     try:
         seed(gw)
     finally:
@@ -149,6 +153,7 @@ class _SchemaPool:
         self.admin.execute(f'CREATE SCHEMA "{self.template}"')
         self.made.append(self.template)
         gw = Gateway(Config(instance_dir=_session_dir() / "pg-template-instance", issuer=ISSUER,
+                            data_key=TEST_DATA_KEY,
                             env=TEMPLATE_ENV, database_url=schema_url(self.template)))
         try:
             db.upgrade(gw.db)
@@ -303,7 +308,8 @@ def redis_prefix():
 
 
 def make_config(tmp_path, backend: str, request, **overrides) -> Config:
-    values = {"instance_dir": tmp_path / "instance", "issuer": ISSUER, "env": "test"}
+    values = {"instance_dir": tmp_path / "instance", "issuer": ISSUER, "env": "test",
+              "data_key": TEST_DATA_KEY}
     if backend == "services":
         values["database_url"] = request.getfixturevalue("pg_seeded_schema")
         values["redis_url"] = REDIS_URL

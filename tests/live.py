@@ -24,7 +24,7 @@ from gateway import create_app
 from gateway.config import Config
 from gateway.demo.seed import seed
 
-from .conftest import departments, prepare_instance, share_compiled_templates
+from .conftest import TEST_DATA_KEY, departments, prepare_instance, share_compiled_templates
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ def live_gateway(tmp_path):
     # issuer that port gives.
     server = make_server("127.0.0.1", 0, wsgi, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
-    config = Config(instance_dir=tmp_path / "instance", issuer=base, env="test")
+    config = Config(instance_dir=tmp_path / "instance", issuer=base, env="test",
+                    data_key=TEST_DATA_KEY)
     seeded = prepare_instance(config)   # the session's seeded instance, copied (conftest.py)
     app = create_app(config, departments=departments())
     share_compiled_templates(app)

@@ -183,6 +183,7 @@ def worker_env(config, departments_url: str) -> dict:
     return dict(os.environ, CDEG_DATABASE_URL=config.database_url,
                 CDEG_REDIS_URL=config.redis_url, CDEG_REDIS_PREFIX=config.redis_prefix,
                 CDEG_INSTANCE_DIR=str(config.instance_dir), CDEG_ISSUER=config.issuer,
+                CDEG_DATA_KEY=config.data_key,
                 CDEG_DEPARTMENTS_URL=departments_url, CDEG_ENV="test",
                 CDEG_JOB_TIMEOUT=str(JOB_TIMEOUT), CDEG_JOB_STALE_AFTER=str(STALE_AFTER),
                 CDEG_JOB_RELAY_EVERY=str(RELAY_EVERY))

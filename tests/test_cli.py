@@ -40,6 +40,7 @@ def production(env, monkeypatch, pg_schema, redis_prefix):
     monkeypatch.setenv("CDEG_ENV", "production")
     monkeypatch.setenv("CDEG_SECRET_KEY", "s" * 40)
     monkeypatch.setenv("CDEG_ISSUER", "https://cdeg.example")
+    monkeypatch.setenv("CDEG_DATA_KEY", "cHJvZHVjdGlvbi1kYXRhLWtleS1vZi0zMi1ieXRlcyE")
     return monkeypatch
 
 
@@ -121,6 +122,12 @@ def test_seed_is_refused_in_production(production):
 def test_production_without_a_secret_refuses_to_start(env, monkeypatch):
     monkeypatch.setenv("CDEG_ENV", "production")
     assert "CDEG_SECRET_KEY" in run("db", "upgrade", expect=1)
+
+
+def test_production_without_a_data_key_refuses_to_start_naming_it(production):
+    production.delenv("CDEG_DATA_KEY")
+    said = run("doctor", expect=1)
+    assert "CDEG_DATA_KEY" in said and "Traceback" not in said
 
 
 def test_keys_rotate_adds_a_key(env):

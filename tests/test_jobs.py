@@ -184,6 +184,7 @@ def test_worker_runs_the_outbox_job_from_the_real_queue(tmp_path, request, clock
     assert job.args == (row["id"],)  # jobs carry ids, never personal data
     env = dict(os.environ, CDEG_DATABASE_URL=config.database_url, CDEG_REDIS_URL=config.redis_url,
                CDEG_REDIS_PREFIX=config.redis_prefix, CDEG_INSTANCE_DIR=str(config.instance_dir),
+               CDEG_DATA_KEY=config.data_key,
                CDEG_ISSUER=config.issuer)
     try:
         result = subprocess.run([sys.executable, "-m", "gateway.cli", "worker", "--burst"],

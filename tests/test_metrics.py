@@ -15,7 +15,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import REDIS_URL
+from .conftest import REDIS_URL, TEST_DATA_KEY
 
 
 def samples(text: str) -> dict:
@@ -87,7 +87,7 @@ def test_under_two_gunicorn_workers_the_counts_are_summed(tmp_path, pg_seeded_sc
     env = dict(os.environ, CDEG_DATABASE_URL=pg_seeded_schema, CDEG_REDIS_URL=REDIS_URL,
                CDEG_REDIS_PREFIX=redis_prefix, CDEG_INSTANCE_DIR=str(tmp_path / "instance"),
                CDEG_ISSUER=f"http://127.0.0.1:{port}", CDEG_ENV="test",
-               PROMETHEUS_MULTIPROC_DIR=str(shared))
+               PROMETHEUS_MULTIPROC_DIR=str(shared), CDEG_DATA_KEY=TEST_DATA_KEY)
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b",
                                f"127.0.0.1:{port}", "-c", "python:gateway.gunicorn_conf",
                                "gateway.wsgi:app"], env=env, stdout=subprocess.DEVNULL,

@@ -506,6 +506,7 @@ def test_postgres_crash_under_load_is_503_recovers_and_loses_nothing_committed(p
     with gw.db.connect() as conn:
         total = conn.execute(select(func.count()).select_from(audit_entries)).scalar()
     env = {**os.environ, "CDEG_ENV": "test", "CDEG_INSTANCE_DIR": str(gw.config.instance_dir),
+           "CDEG_DATA_KEY": gw.config.data_key or "",
            "CDEG_ISSUER": ISSUER, "CDEG_DATABASE_URL": gw.config.database_url,
            "CDEG_JOBS_INLINE": "1"}
     env.pop("CDEG_REDIS_URL", None)

@@ -10,7 +10,8 @@ PRODUCTION = {"CDEG_ENV": "production", "CDEG_SECRET_KEY": "s" * 40,
               "CDEG_ISSUER": "https://cdeg.example",
               "CDEG_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
               "CDEG_REDIS_URL": "redis://127.0.0.1:6379/0",
-              "CDEG_DEPARTMENTS_URL": "https://departments.example"}
+              "CDEG_DEPARTMENTS_URL": "https://departments.example",
+              "CDEG_DATA_KEY": "cHJvZHVjdGlvbi1kYXRhLWtleS1vZi0zMi1ieXRlcyE"}
 
 
 def test_a_complete_production_configuration_is_accepted():
@@ -18,7 +19,7 @@ def test_a_complete_production_configuration_is_accepted():
 
 
 @pytest.mark.parametrize("name", ["CDEG_DEPARTMENTS_URL", "CDEG_DATABASE_URL", "CDEG_REDIS_URL",
-                                  "CDEG_SECRET_KEY"])
+                                  "CDEG_SECRET_KEY", "CDEG_DATA_KEY"])
 def test_production_without_a_setting_refuses_to_start_and_names_it(name):
     environ = {k: v for k, v in PRODUCTION.items() if k != name}
     with pytest.raises(ConfigError, match=name):

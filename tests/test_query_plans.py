@@ -91,8 +91,8 @@ def _demo_consent(gw, now: int) -> tuple[str, str]:
     (subject_id, consent_id)."""
     consent_id = "cns_" + "a" * 24
     with gw.transaction() as conn:
-        subject_id = conn.execute(select(citizens.c.subject_id)
-                                  .where(citizens.c.hkid == DEMO_CITIZEN_HKID)).scalar_one()
+        subject_id = conn.execute(select(citizens.c.subject_id).where(
+            citizens.c.hkid_index == gw.sealer.index(DEMO_CITIZEN_HKID))).scalar_one()
         conn.execute(consents.insert().values(
             consent_id=consent_id, client_id="bank-of-example", subject_id=subject_id,
             status="approved", purpose="ekyc-account-opening", data_items=["identity.hkid"],

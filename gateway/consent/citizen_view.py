@@ -64,7 +64,7 @@ def preview(gw, pushed: dict, subject_id: str, lang: str) -> dict:
     consent = pushed["consent"]
     with gw.db.connect() as conn:
         requester = gw.requester(conn, consent["client_id"])
-        citizen = by_subject(conn, subject_id)
+        citizen = by_subject(conn, subject_id, gw.sealer)
     try:
         values = gw.router.fetch(citizen["hkid"], consent["data_items"])
     except SourceUnavailable:

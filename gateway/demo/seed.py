@@ -68,5 +68,5 @@ def seed(gw) -> list[str]:
                                 callback_urls=entry.get("callback_urls"),
                                 policy=load_file(POLICY_DIR / entry["policy"]))
             done.append(entry["client_id"])
-        citizens.enrol(conn, now, DEMO_CITIZEN_HKID)
+        citizens.enrol(conn, now, DEMO_CITIZEN_HKID, gw.sealer)
     return done

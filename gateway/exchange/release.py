@@ -79,7 +79,7 @@ _LIVE = (select(consents.c.consent_id, consents.c.client_id, consents.c.subject_
                 consents.c.expires_at, consents.c.decided_at,
                 tokens.c.revoked_at.label("token_revoked_at"),
                 tokens.c.client_id.label("token_client_id"), requesters.c.policy,
-                citizens.c.hkid)
+                citizens.c.hkid_sealed)
          .select_from(tokens.join(consents, tokens.c.consent_id == consents.c.consent_id)
                       .join(requesters, requesters.c.client_id == consents.c.client_id)
                       .join(citizens, citizens.c.subject_id == consents.c.subject_id))
@@ -147,7 +147,8 @@ def live_grant(gw, claims: VerifiedClaims) -> Grant:
                  client_id=row["client_id"], subject_id=row["subject_id"],
                  subject=pairwise_subject(gw.pairwise_secret, row["subject_id"],
                                           row["client_id"]),
-                 hkid=row["hkid"], status=row["status"], purpose=row["purpose"],
+                 hkid=gw.sealer.open(row["hkid_sealed"], row["subject_id"]),
+                 status=row["status"], purpose=row["purpose"],
                  data_items=tuple(row["data_items"]), access=row["access"],
                  expires_at=row["expires_at"], decided_at=row["decided_at"],
                  policy=row["policy"], policy_digest=row.get("policy_digest"))

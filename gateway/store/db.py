@@ -48,7 +48,18 @@ requesters = Table(
 citizens = Table(
     "citizens", metadata,
     Column("subject_id", String(32), primary_key=True),    # internal; never shown to requesters
-    Column("hkid", String(12), nullable=False, unique=True),
+    Column("hkid", String(12), unique=True),               # only before sealing (legacy): null
+    Column("created_at", BigInteger, nullable=False),
+    Column("hkid_index", String(64)),                      # HMAC of the HKID (gateway/identifiers)
+    Column("hkid_sealed", Text),                           # AES-GCM of the HKID under a data key
+    UniqueConstraint("hkid_index", name="uq_citizens_hkid_index"),
+)
+
+data_keys = Table(
+    "data_keys", metadata,                                 # wrapped by the KEK (never in here)
+    Column("key_id", String(64), primary_key=True),
+    Column("purpose", String(8), nullable=False),          # data | index
+    Column("wrapped", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
 
@@ -425,12 +436,27 @@ def _known(revision: str) -> bool:
 @contextmanager
 def _migration_lock(engine: Engine):
     with engine.connect() as conn:
-        with conn.begin():      # SQLite: BEGIN IMMEDIATE, the database's write lock
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:lock, "
-                                  "hashtext(coalesce(current_schema(), '')))"),
-                             {"lock": MIGRATION_LOCK})
-            yield conn
+        sqlite_fks = conn.dialect.name == "sqlite"
+        if sqlite_fks:
+            # SQLite rebuilds a table to change a column; the rows that point at it would
+            # fail their foreign keys mid-way. Off for the migration (it can only be switched
+            # outside a transaction), checked after, on again for the connection's next use.
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with conn.begin():      # SQLite: BEGIN IMMEDIATE, the database's write lock
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:lock, "
+                                      "hashtext(coalesce(current_schema(), '')))"),
+                                 {"lock": MIGRATION_LOCK})
+                yield conn
+                if sqlite_fks:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise SchemaError(f"database: the migration left {len(broken)} rows "
+                                          f"whose foreign keys do not hold")
+        finally:
+            if sqlite_fks and not conn.invalidated:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def _shape(conn: Connection, names) -> dict:

@@ -46,7 +46,7 @@ def authorize():
     with runtime.current().transaction() as conn:
         pushed = grant.load_pushed(runtime.current(), conn, request.form.get("client_id"),
                                    request.form.get("request_uri"))
-        citizen = by_subject(conn, signed_in())
+        citizen = by_subject(conn, signed_in(), runtime.current().sealer)
         offered = set(request.form.getlist("offered"))      # the optional items shown ticked
         dropped = offered - set(request.form.getlist("items"))
         target = grant.decide(runtime.current(), conn, pushed, citizen,

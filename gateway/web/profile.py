@@ -23,7 +23,7 @@ MAX_FIELD = 1000     # characters: longer is refused before validation
 
 def _hkid(gw, subject_id: str) -> str:
     with gw.reads.connect() as conn:
-        return citizens.by_subject(conn, subject_id)["hkid"]
+        return citizens.by_subject(conn, subject_id, runtime.current().sealer)["hkid"]
 
 
 # Bytes that were not UTF-8: werkzeug leaves such an escape as it came ("%FF") in a urlencoded
