@@ -224,6 +224,20 @@ def keys_rotate():
                f"/jwks.json while what it signed must verify (cdeg keys prune)")
 
 
+@keys.command("rotate-data", help="A new data key: every citizen's identifier re-sealed under it "
+                                  "in batches while the gateway serves; every key re-wrapped under "
+                                  "CDEG_DATA_KEY (the old one in CDEG_DATA_KEY_PREVIOUS).")
+def keys_rotate_data():
+    from gateway import identifiers
+    config = _config()
+    gw = _gateway(config)
+    done = identifiers.rotate(gw, identifiers.previous_kek(config),
+                              on_batch=lambda n: click.echo(f"  {n} citizens re-sealed"))
+    click.echo(f"data key {done['new_key']} now seals; {done['resealed']} citizens re-sealed; "
+               f"{done['rewrapped']} keys re-wrapped; retired data keys dropped: "
+               f"{', '.join(done['dropped']) or 'none'}")
+
+
 @keys.command("prune", help="Remove retired keys that nothing still verifiable was signed with.")
 def keys_prune():
     from gateway.tokens.keyring import keep_retired_for

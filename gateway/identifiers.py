@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -98,6 +99,11 @@ def load_kek(config) -> bytes:
     return _kek_from(path.read_text(), str(path))
 
 
+def _new_key_id() -> str:
+    """Data key ids sort in the order they were made (the newest seals)."""
+    return f"dk-{time.time_ns():020d}-{secrets.token_hex(3)}"
+
+
 def _wrap(kek: bytes, key_id: str, key: bytes) -> str:
     nonce = secrets.token_bytes(12)
     return _b64(nonce + AESGCM(kek).encrypt(nonce, key, key_id.encode()))
@@ -124,8 +130,7 @@ class Sealer:
     def load(self) -> None:
         """Read (and on a new ledger make) the keys; ConfigError when the KEK opens none."""
         with self.gw.db.connect() as conn:
-            rows = conn.execute(select(data_keys).order_by(data_keys.c.created_at,
-                                                           data_keys.c.key_id)).all()
+            rows = conn.execute(select(data_keys).order_by(data_keys.c.key_id)).all()
         if not any(r.purpose == "index" for r in rows) or not any(r.purpose == "data"
                                                                    for r in rows):
             self._first_keys({r.purpose for r in rows})
@@ -155,7 +160,7 @@ class Sealer:
         now = self.gw.clock.now()
         wanted = [p for p in ("index", "data") if p not in have]
         for purpose in wanted:
-            key_id = "index" if purpose == "index" else f"dk-{now}-{secrets.token_hex(4)}"
+            key_id = "index" if purpose == "index" else _new_key_id()
             try:
                 with self.gw.db.begin() as conn:
                     conn.execute(data_keys.insert().values(
@@ -203,7 +208,7 @@ def rotate(gw, previous_kek: bytes | None = None, batch: int = BATCH, on_batch=N
     sealer = gw.sealer
     now = gw.clock.now()
     rewrapped = _rewrap_all(gw, previous_kek)
-    new_id = f"dk-{now}-{secrets.token_hex(4)}"
+    new_id = _new_key_id()
     with gw.db.begin() as conn:
         conn.execute(data_keys.insert().values(key_id=new_id, purpose="data", created_at=now,
                                                wrapped=_wrap(sealer.kek, new_id,

@@ -130,6 +130,12 @@ def test_production_without_a_data_key_refuses_to_start_naming_it(production):
     assert "CDEG_DATA_KEY" in said and "Traceback" not in said
 
 
+def test_keys_rotate_data_reseals_every_citizen(env):
+    run("seed", "--demo")
+    said = run("keys", "rotate-data")
+    assert "now seals; 1 citizens re-sealed" in said and "Traceback" not in said
+
+
 def test_keys_rotate_adds_a_key(env):
     run("keys", "rotate")      # on a fresh instance: the first key, then the rotation
     folder = env / "instance" / "keys"

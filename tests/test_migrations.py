@@ -338,5 +338,8 @@ def test_an_upgrade_from_the_first_revision_keeps_every_consent_token_and_entry(
                                                "exp": now + 600}))
         assert decide(grant, None, clock.now()) == ["identity.name_en", "identity.hkid"]
         assert grant.hkid == "A1234563"
+        with gw.db.connect() as conn:    # the ledger from before: its HKID sealed at start
+            row = conn.execute(select(db.citizens)).mappings().one()
+        assert row["hkid"] is None and row["hkid_sealed"] and row["hkid_index"]
     finally:
         gw.close()
