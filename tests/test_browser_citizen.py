@@ -89,19 +89,27 @@ def test_given_used_receipted_revoked_and_the_requester_told(live_gateway, chrom
 
     browser.get(live.url(f"/me?lang={lang}"))
     wait(browser, path_is("/me"), "/me did not open")
-    card = card_of(browser, consent_id)
-    log_lines = card.find_elements(By.CSS_SELECTOR, ".access-log li")
-    assert len(log_lines) == 1 and log_lines[0].get_attribute("data-route") == "api"
-    assert "identity.hkid" in log_lines[0].get_attribute("data-items").split(",")
-    shown = log_lines[0].text
+    # read the card in one script (no element handle can go stale between two reads)
+    card = wait(browser, lambda d: d.execute_script("""
+        const card = document.querySelector(`[data-consent-id="${arguments[0]}"]`);
+        if (!card) return null;
+        return {text: card.innerText, log: [...card.querySelectorAll('.access-log li')].map(
+            li => ({route: li.dataset.route, items: li.dataset.items, text: li.innerText}))};
+        """, consent_id), "/me does not show the consent")
+    assert len(card["log"]) == 1 and card["log"][0]["route"] == "api"
+    assert "identity.hkid" in card["log"][0]["items"].split(",")
+    shown = card["log"][0]["text"]
     assert ("HKID number" in shown and "through the data API" in shown) if lang == "en" \
         else ("香港身份證號碼" in shown and "經數據介面" in shown)
-    assert ("Bank of Example" if lang == "en" else "示例銀行") in card.text
+    assert ("Bank of Example" if lang == "en" else "示例銀行") in card["text"]
     screenshot(browser, f"me-{lang}")
 
-    link = card.find_element(By.CSS_SELECTOR, "a.receipt")
-    assert link.get_attribute("download") is not None
-    receipt = browser_session(browser).get(link.get_attribute("href"), timeout=10)
+    link = wait(browser, lambda d: d.execute_script("""
+        const a = document.querySelector(`[data-consent-id="${arguments[0]}"] a.receipt`);
+        return a && {href: a.href, download: a.hasAttribute('download')};""", consent_id),
+        "no receipt link on the consent's card")
+    assert link["download"]
+    receipt = browser_session(browser).get(link["href"], timeout=10)
     assert receipt.status_code == 200 and receipt.headers["Content-Type"] == "application/jwt"
     header = pyjwt.get_unverified_header(receipt.text)
     keys = jwk.JWKSet.from_json(requests.get(live.url("/jwks.json"), timeout=10).text)
@@ -116,9 +124,13 @@ def test_given_used_receipted_revoked_and_the_requester_told(live_gateway, chrom
     assert events.pump(live.gw) == 1                                 # the worker's push
     assert [p[0] for p in receiver.posts] == ["/events"]
     browser.get(live.url(f"/me?lang={lang}"))
-    shown = card_of(browser, consent_id).find_element(By.CSS_SELECTOR, ".event-delivery")
-    assert shown.get_attribute("data-event") == "notified"
-    assert shown.text == ("Notified" if lang == "en" else "已通知")
+    shown = wait(browser, lambda d: d.execute_script("""
+        const e = document.querySelector(
+            `[data-consent-id="${arguments[0]}"] .event-delivery`);
+        return e && {event: e.dataset.event, text: e.innerText};""", consent_id),
+        "the revoked consent does not show how the requester was told")
+    assert shown["event"] == "notified"
+    assert shown["text"] == ("Notified" if lang == "en" else "已通知")
     assert console_errors(browser) == []
 
 
