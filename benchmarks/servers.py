@@ -90,12 +90,16 @@ def cdeg_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "gateway.cli"]
 
 
-def prepare_instance(env: dict) -> list[str]:
+def prepare_instance(env: dict, build: Path = REPO) -> list[str]:
     """``cdeg db upgrade`` then ``cdeg seed --demo``; also creates the instance's secret and
-    signing key before any gunicorn worker starts. Answers what the commands printed."""
+    signing key before any gunicorn worker starts. Answers what the commands printed. With
+    ``build`` (another checkout), that checkout's code does it."""
     said = []
+    command = cdeg_command() if build == REPO else [sys.executable, "-m", "gateway.cli"]
+    if build != REPO:
+        env = {**env, "PYTHONPATH": str(build)}
     for args in (["db", "upgrade"], ["seed", "--demo"]):
-        done = subprocess.run(cdeg_command() + args, cwd=REPO, env=env, capture_output=True,
+        done = subprocess.run(command + args, cwd=build, env=env, capture_output=True,
                               text=True, timeout=120)
         if done.returncode != 0:
             raise ServerFailed(f"cdeg {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
@@ -117,6 +121,7 @@ class Gunicorn:
     workers: int = 2
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
+    cwd: Path = REPO                    # the build served (benchmarks/compare.py: a worktree)
 
     @property
     def url(self) -> str:
@@ -129,7 +134,7 @@ class Gunicorn:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(), cwd=REPO, env=self.env, stdout=log,
+        self.process = subprocess.Popen(self.command(), cwd=self.cwd, env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT)
         log.close()
 
