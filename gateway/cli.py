@@ -234,8 +234,11 @@ def keys_rotate_data():
     done = identifiers.rotate(gw, identifiers.previous_kek(config),
                               on_batch=lambda n: click.echo(f"  {n} citizens re-sealed"))
     click.echo(f"data key {done['new_key']} now seals; {done['resealed']} citizens re-sealed; "
-               f"{done['rewrapped']} keys re-wrapped; retired data keys dropped: "
-               f"{', '.join(done['dropped']) or 'none'}")
+               f"{done['rewrapped']} keys re-wrapped"
+               + (f"; NOT re-sealed, their records do not open (tampered?): "
+                  f"{', '.join(done['unreadable'])}" if done["unreadable"] else ""))
+    if done["unreadable"]:
+        raise SystemExit(1)
 
 
 @keys.command("prune", help="Remove retired keys that nothing still verifiable was signed with.")

@@ -63,7 +63,16 @@ def _policies(gw) -> Check:
 def _departments(gw) -> Check:
     from gateway.demo.seed import DEMO_CITIZEN_HKID
     from gateway.errors import SourceUnavailable
-    where = gw.config.departments_url or "in this process (mock)"
+    if gw.config.departments_url:      # never a citizen's identifier to a real service: health
+        import requests
+        url = gw.config.departments_url.rstrip("/") + "/healthz"
+        try:
+            status = gw.departments.session.get(url, timeout=gw.config.connector_timeout,
+                                                allow_redirects=False).status_code
+        except requests.RequestException as exc:
+            return "departments", False, f"{url}: no answer ({type(exc).__name__})"
+        return "departments", status == 200, f"{url} answered {status}"
+    where = "in this process (mock)"
     try:
         for source in gw.router.connectors:
             try:

@@ -14,8 +14,10 @@ Keys (envelope encryption, ``cryptography``'s AEADs; no home-made mode):
 - the **data keys** and the **index key** live in the ``data_keys`` table, each wrapped by the
   KEK (AES-256-GCM, its id as associated data); the newest data key seals, any listed opens;
 - ``cdeg keys rotate-data`` adds a data key and re-seals every citizen in batches while the
-  gateway serves (a row is opened with whichever key sealed it), then drops data keys no row
-  uses; it also re-wraps every key under the current KEK — with the previous KEK in
+  gateway serves (a row is opened with whichever key sealed it; every process seals under the
+  new key within ``RELOAD_EVERY`` seconds; retired data keys are kept, wrapped, so a row sealed
+  meanwhile by a process that had not reloaded still opens); it also re-wraps every key under
+  the current KEK — with the previous KEK in
   ``CDEG_DATA_KEY_PREVIOUS`` — which is how the KEK itself is rotated. Killed midway it
   resumes: each batch commits on its own.
 
@@ -46,6 +48,7 @@ from schemas.hkid import normalise
 log = logging.getLogger("cdeg.identifiers")
 KEK_FILE = "data-kek.key"
 BATCH = 500
+RELOAD_EVERY = 30.0       # seconds: a process seals under a data key rotated elsewhere by then
 
 
 class SealBroken(IdentifierUnreadable):
@@ -122,14 +125,18 @@ class Sealer:
         self.index_key: bytes = b""
         self.keys: dict[str, AESGCM] = {}
         self.current = ""
+        self._state: tuple = (b"", {}, "")
+        self._loaded = 0.0
 
     def _ready(self) -> None:
-        if not self.current:           # first use (a database migrated after this started)
-            self.load()
+        if not self.current or time.monotonic() - self._loaded > RELOAD_EVERY:
+            self.load()                # first use, or a rotation elsewhere since
 
     def load(self) -> None:
         """Read (and on a new ledger make) the keys; ConfigError when the KEK opens none."""
-        with self.gw.db.connect() as conn:
+        # the autocommit reader: never a second write transaction beside the caller's (SQLite
+        # would wait on itself)
+        with self.gw.reads.connect() as conn:
             rows = conn.execute(select(data_keys).order_by(data_keys.c.key_id)).all()
         if not any(r.purpose == "index" for r in rows) or not any(r.purpose == "data"
                                                                    for r in rows):
@@ -152,8 +159,10 @@ class Sealer:
                 index = raw
             else:
                 keys[row.key_id] = AESGCM(raw)
-        self.index_key, self.keys = index, keys
-        self.current = [r.key_id for r in rows if r.purpose == "data"][-1]
+        current = [r.key_id for r in rows if r.purpose == "data"][-1]
+        self._state = (index, keys, current)           # one assignment: never half a state
+        self.index_key, self.keys, self.current = self._state
+        self._loaded = time.monotonic()
 
     def _first_keys(self, have: set[str]) -> None:
         from sqlalchemy.exc import IntegrityError
@@ -203,7 +212,8 @@ class Sealer:
 
 def rotate(gw, previous_kek: bytes | None = None, batch: int = BATCH, on_batch=None) -> dict:
     """A new data key; every citizen re-sealed under it, in batches that each commit; data keys
-    no citizen uses any more dropped; every key re-wrapped under the current KEK (opened with
+    kept (a row sealed meanwhile by a process not yet reloaded must open); every key re-wrapped
+    under the current KEK (opened with
     ``previous_kek`` where the current one does not). Resumes where a killed run stopped."""
     sealer = gw.sealer
     now = gw.clock.now()
@@ -214,10 +224,10 @@ def rotate(gw, previous_kek: bytes | None = None, batch: int = BATCH, on_batch=N
                                                wrapped=_wrap(sealer.kek, new_id,
                                                              secrets.token_bytes(32))))
     sealer.load()
-    resealed = reseal_pending(gw, batch, on_batch)
-    dropped = _drop_unused(gw)
-    sealer.load()
-    return {"new_key": sealer.current, "resealed": resealed, "dropped": dropped,
+    resealed, unreadable = reseal_pending(gw, batch, on_batch)
+    # the retired data keys stay (wrapped, in data_keys): a process that has not reloaded yet
+    # (RELOAD_EVERY) may still seal a new citizen under one, and every row must keep opening
+    return {"new_key": sealer.current, "resealed": resealed, "unreadable": unreadable,
             "rewrapped": rewrapped}
 
 
@@ -225,60 +235,60 @@ def seal_legacy(gw, batch: int = BATCH) -> int:
     """Citizens of a ledger from before identifiers were sealed (their HKID still in ``hkid``):
     sealed now, in batches that each commit (resumable; at every start, by the index on hkid,
     so it costs one indexed read when there is nothing to do)."""
-    sealer, done = gw.sealer, 0
+    sealer, done, twins = gw.sealer, 0, []
     while True:
         with gw.db.begin() as conn:
-            rows = conn.execute(select(citizens.c.subject_id, citizens.c.hkid)
-                                .where(citizens.c.hkid.is_not(None)).limit(batch)).all()
+            query = select(citizens.c.subject_id, citizens.c.hkid).where(
+                citizens.c.hkid.is_not(None))
+            if twins:
+                query = query.where(citizens.c.subject_id.not_in(twins))
+            rows = conn.execute(query.limit(batch)).all()
             for row in rows:
+                index = sealer.index(row.hkid)
+                if conn.execute(select(citizens.c.subject_id).where(
+                        citizens.c.hkid_index == index)).first() is not None:
+                    # the same person enrolled again by a process of the release before
+                    # (which looked them up by the clear column): left for the operator
+                    twins.append(row.subject_id)
+                    log.error("citizen %s: enrolled twice across the upgrade; left unsealed "
+                              "for an operator to merge", row.subject_id)
+                    continue
                 conn.execute(update(citizens).where(citizens.c.subject_id == row.subject_id)
-                             .values(hkid=None, hkid_index=sealer.index(row.hkid),
+                             .values(hkid=None, hkid_index=index,
                                      hkid_sealed=sealer.seal(row.hkid, row.subject_id)))
         done += len(rows)
         if len(rows) < batch:
-            return done
+            return done - len(twins)
 
 
-def reseal_pending(gw, batch: int = BATCH, on_batch=None) -> int:
-    """Re-seal, under the current data key, citizens sealed under another (or not sealed yet:
-    a ledger from before identifiers were sealed keeps them in ``hkid`` until this runs)."""
-    sealer, done = gw.sealer, 0
+def reseal_pending(gw, batch: int = BATCH, on_batch=None) -> tuple[int, list[str]]:
+    """Re-seal, under the current data key, citizens sealed under another. A row that does not
+    open (tampered with) is left as it is and named in the answer, never a reason to stop."""
+    sealer, done, unreadable = gw.sealer, 0, []
+    sealer.load()
     prefix = sealer.current + ":"
     while True:
         with gw.db.begin() as conn:
-            rows = conn.execute(select(citizens.c.subject_id, citizens.c.hkid,
-                                       citizens.c.hkid_sealed)
-                                .where((citizens.c.hkid_sealed.is_(None))
-                                       | (func.substr(citizens.c.hkid_sealed, 1, len(prefix))
-                                          != prefix))
-                                .limit(batch)).all()
+            query = (select(citizens.c.subject_id, citizens.c.hkid_sealed)
+                     .where(citizens.c.hkid_sealed.is_not(None),
+                            func.substr(citizens.c.hkid_sealed, 1, len(prefix)) != prefix))
+            if unreadable:
+                query = query.where(citizens.c.subject_id.not_in(unreadable))
+            rows = conn.execute(query.limit(batch)).all()
             for row in rows:
-                hkid = row.hkid if row.hkid_sealed is None else \
-                    sealer.open(row.hkid_sealed, row.subject_id)
-                conn.execute(update(citizens).where(citizens.c.subject_id == row.subject_id)
-                             .values(hkid=None, hkid_index=sealer.index(hkid),
-                                     hkid_sealed=sealer.seal(hkid, row.subject_id)))
+                try:
+                    hkid = sealer.open(row.hkid_sealed, row.subject_id)
+                except SealBroken:
+                    unreadable.append(row.subject_id)
+                    continue
+                conn.execute(update(citizens).where(citizens.c.subject_id == row.subject_id,
+                                                    citizens.c.hkid_sealed == row.hkid_sealed)
+                             .values(hkid_sealed=sealer.seal(hkid, row.subject_id)))
         done += len(rows)
         if on_batch is not None and rows:
             on_batch(done)
         if len(rows) < batch:
-            return done
-
-
-def _drop_unused(gw) -> list[str]:
-    current = gw.sealer.current
-    with gw.db.begin() as conn:
-        old = [r for r in conn.execute(select(data_keys.c.key_id)
-                                       .where(data_keys.c.purpose == "data",
-                                              data_keys.c.key_id != current)).scalars()]
-        gone = []
-        for key_id in old:
-            used = conn.execute(select(func.count()).select_from(citizens).where(
-                func.substr(citizens.c.hkid_sealed, 1, len(key_id) + 1) == key_id + ":")).scalar()
-            if not used:
-                conn.execute(data_keys.delete().where(data_keys.c.key_id == key_id))
-                gone.append(key_id)
-    return gone
+            return done - len(unreadable), unreadable
 
 
 def _rewrap_all(gw, previous_kek: bytes | None) -> int:

@@ -18,7 +18,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 _SCRUB = [
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){1,4}"), "[jose]"),
-    (re.compile(r"\b[A-Z]{1,2}[0-9]{6}\(?[0-9A]\)?"), "[hkid]"),
+    (re.compile(r"\b[A-Z]{1,2}[0-9]{6}\(?[0-9A]\)?", re.IGNORECASE), "[hkid]"),
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[email]"),
     (re.compile(r"(?<![\w/.:-])(?:\+852[ -]?)?[2-9][0-9]{3}[ -]?[0-9]{4}(?![\w/.:-])"), "[phone]"),
 ]

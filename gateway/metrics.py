@@ -31,6 +31,9 @@ CONNECTOR_CALLS = Counter("cdeg_connector_calls_total", "Calls to the department
                           ["source", "outcome"])
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def released(items, route: str) -> None:
     for item in items:
         RELEASES.labels(item=item, route=route).inc()
@@ -118,7 +121,8 @@ def init_app(app) -> None:
     @app.after_request
     def _counted(resp):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUESTS.labels(route=route, method=request.method, status=str(resp.status_code)).inc()
+        method = request.method if request.method in METHODS else "other"   # a bounded label
+        REQUESTS.labels(route=route, method=method, status=str(resp.status_code)).inc()
         started = g.get("metrics_started")
         if started is not None:
             LATENCY.labels(route=route).observe(time.perf_counter() - started)

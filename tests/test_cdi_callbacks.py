@@ -172,3 +172,19 @@ def test_a_failed_query_is_called_back_with_its_error(flow, bank, receiver, monk
     claims = json.loads(jws.JWS().from_jose_token(receiver.posts[0][2]).objects["payload"])
     assert claims["status"] == "failed" and claims["error"]["code"] == "source-failed"
     assert "result" not in claims
+
+
+def test_a_callback_still_being_tried_here_is_not_claimed_again_past_its_lease(flow, bank,
+                                                                              receiver):
+    from gateway.jobs import push
+    from gateway.jobs.push import Pusher
+    receiver.behaviour["/slow"] = (200, 1.5)
+    _submit(flow, bank, "q-drip", receiver.url("/slow"))
+    pusher = Pusher("test-callback", threads=2, per_host=2)
+    try:
+        assert callbacks.pump(flow.gw, pusher) == 1
+        flow.gw.clock.advance(push.lease(flow.gw) + 1)      # its lease has ended
+        assert callbacks.pump(flow.gw, pusher) == 0         # but a thread here still tries it
+    finally:
+        pusher.pool.shutdown(wait=True)
+    assert len(receiver.posts) == 1

@@ -42,3 +42,10 @@ def test_a_redis_that_keeps_nothing_and_a_schema_behind_fail_their_checks(tmp_pa
     assert "FAIL schema: at nothing" in result.output and "cdeg db upgrade" in result.output
     assert "FAIL redis: answers, but keeps nothing across a restart" in result.output
     assert "Traceback" not in result.output
+
+
+def test_departments_over_http_are_checked_by_their_health_not_a_citizens_identifier(
+        tmp_path, departments_server):
+    result = doctor({"CDEG_INSTANCE_DIR": str(tmp_path / "instance"),
+                     "CDEG_DEPARTMENTS_URL": departments_server})
+    assert f"ok   departments: {departments_server}/healthz answered 200" in result.output

@@ -114,7 +114,7 @@ def test_data_keys_rotate_while_the_gateway_serves_and_resume_if_killed(app, flo
         keys = conn.execute(select(data_keys.c.key_id).where(data_keys.c.purpose == "data")
                             ).scalars().all()
     assert all(s.startswith(done["new_key"] + ":") for s in sealed)
-    assert keys == [done["new_key"]]                    # the retired data keys are gone
+    assert first_key in keys and keys[-1] == done["new_key"]   # retired keys kept, wrapped
     assert flow.data(tokens["access_token"]).status_code == 200
 
 
@@ -141,3 +141,36 @@ def _check(prefix: str, digits: str) -> str:
     """The HKID check character (SECURITY's rule), in brackets."""
     from schemas.hkid import check_character
     return f"({check_character(prefix, digits)})"
+
+
+def test_a_process_that_has_not_reloaded_seals_under_a_retired_key_and_the_row_still_opens(gw):
+    """Another process rotated; this one seals a new citizen before it reloads: the retired
+    key is still there, so that row opens, and the next rotation re-seals it."""
+    from gateway import citizens as people
+    stale = gw.sealer.current
+    other = Gateway(gw.config)                   # "another process"
+    try:
+        identifiers.rotate(other)
+    finally:
+        other.close()
+    assert gw.sealer.current == stale            # not reloaded yet (RELOAD_EVERY)
+    with gw.transaction() as conn:
+        citizen = people.enrol(conn, gw.clock.now(), "G123456(A)", gw.sealer)
+    fresh = Gateway(gw.config)                   # a restart
+    try:
+        with fresh.db.connect() as conn:
+            again = people.by_subject(conn, citizen["subject_id"], fresh.sealer)
+        assert again["hkid"] == "G123456A"
+        assert identifiers.rotate(fresh)["unreadable"] == []
+    finally:
+        fresh.close()
+
+
+def test_a_tampered_row_is_named_and_skipped_by_a_rotation_not_a_reason_to_stop(gw):
+    from gateway import citizens as people
+    with gw.transaction() as conn:
+        other = people.enrol(conn, gw.clock.now(), "G123456(A)", gw.sealer)
+        conn.execute(update(citizens).where(citizens.c.subject_id == other["subject_id"])
+                     .values(hkid_sealed=gw.sealer.current + ":AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+    done = identifiers.rotate(gw, batch=1)
+    assert done["unreadable"] == [other["subject_id"]] and done["resealed"] >= 1

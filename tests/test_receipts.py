@@ -124,3 +124,11 @@ def test_another_citizens_receipt_is_not_found(app, flow):
     resp = stranger.browser.get(f"/me/consents/{tokens['consent_id']}/receipt")
     assert resp.status_code == 404
     assert resp.mimetype == "text/html"
+
+
+def test_a_token_revoked_on_its_own_no_longer_reads_its_consent(flow):
+    tokens = flow.tokens()
+    resp = flow.requester.post("/oauth/revoke", data={"token": tokens["access_token"],
+                                                      **flow.auth()})
+    assert resp.status_code == 200
+    assert consent_view(flow, tokens).status_code == 401

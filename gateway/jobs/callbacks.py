@@ -79,7 +79,8 @@ def deliver(gw: Gateway, row) -> str:
 
 def pump(gw: Gateway, pusher: push.Pusher | None = None) -> int:
     """Send the callbacks that are due: on ``pusher``'s threads, or here in turn without one."""
-    return push.run(gw, due(gw, pusher), pusher, _url, _deliver_quietly)
+    return push.run(gw, due(gw, pusher), pusher, _url, _deliver_quietly,
+                    key_of=lambda row: row.id)
 
 
 def _deliver_quietly(gw: Gateway, row) -> None:

@@ -94,7 +94,8 @@ def deliver(gw: Gateway, consent) -> str:
 
 
 def pump(gw: Gateway, pusher: push.Pusher | None = None) -> int:
-    return push.run(gw, due(gw, pusher), pusher, _url, _deliver_quietly)
+    return push.run(gw, due(gw, pusher), pusher, _url, _deliver_quietly,
+                    key_of=lambda row: row.consent_id)
 
 
 def _deliver_quietly(gw: Gateway, consent) -> None:

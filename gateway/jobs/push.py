@@ -39,20 +39,29 @@ class Pusher:
         self._lock = threading.Lock()
         self._busy = 0
         self._hosts: Counter = Counter()
+        self._keys: set = set()          # pushes a thread here is still trying
 
     def room(self) -> tuple[int, Counter]:
         with self._lock:
             return self.threads - self._busy, Counter(self._hosts)
 
-    def submit(self, host: str, fn, *args) -> None:
+    def trying(self, key) -> bool:
+        """Whether a thread here is still on this push (past its lease, a receiver dripping
+        its answer): it is not claimed again meanwhile."""
+        with self._lock:
+            return key in self._keys
+
+    def submit(self, host: str, fn, *args, key=None) -> None:
         with self._lock:
             self._busy += 1
             self._hosts[host] += 1
+            self._keys.add(key)
 
         def done(_future):
             with self._lock:
                 self._busy -= 1
                 self._hosts[host] -= 1
+                self._keys.discard(key)
         self.pool.submit(fn, *args).add_done_callback(done)
 
     def shutdown(self) -> None:
@@ -79,6 +88,8 @@ def claim(gw, due, table, id_col, next_col, url_of, pusher: Pusher | None, limit
         chosen = []
         for found in conn.execute(query):
             row = SimpleNamespace(**found._mapping)
+            if pusher is not None and pusher.trying(getattr(row, id_col.name)):
+                continue              # still being tried here: never sent twice by this worker
             host = host_of(url_of(row))
             if hosts[host] >= cap:
                 continue              # that host has its share in flight: the rest wait
@@ -96,12 +107,13 @@ def claim(gw, due, table, id_col, next_col, url_of, pusher: Pusher | None, limit
     return chosen
 
 
-def run(gw, rows, pusher: Pusher | None, url_of, deliver_quietly) -> int:
+def run(gw, rows, pusher: Pusher | None, url_of, deliver_quietly, key_of=None) -> int:
     for row in rows:
         if pusher is None:
             deliver_quietly(gw, row)
         else:
-            pusher.submit(host_of(url_of(row)), deliver_quietly, gw, row)
+            pusher.submit(host_of(url_of(row)), deliver_quietly, gw, row,
+                          key=key_of(row) if key_of else None)
     return len(rows)
 
 

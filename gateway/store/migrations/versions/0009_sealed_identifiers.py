@@ -38,6 +38,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    sealed = op.get_bind().execute(sa.text(
+        "SELECT count(*) FROM citizens WHERE hkid IS NULL AND hkid_sealed IS NOT NULL")).scalar()
+    if sealed:
+        raise RuntimeError(f"{sealed} citizens are sealed (their HKID only in hkid_sealed): "
+                           f"downgrading past 0009 would lose them; refused")
     op.drop_table("data_keys")
     with op.batch_alter_table("citizens") as batch:
         batch.drop_constraint("uq_citizens_hkid_index", type_="unique")
