@@ -230,18 +230,10 @@ class WorkerPool:
         return [p.pid for p in self.processes]
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return servers.log_tail(self.log_path, lines)
 
     def problems(self) -> list[str]:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return []
-        return [line for line in text.splitlines()
-                if any(m in line for m in servers.PROBLEM_MARKERS)]
+        return servers.log_problems(self.log_path)
 
 
 @contextmanager
@@ -852,10 +844,7 @@ def print_report(result: dict) -> None:
         print()
         print(report.profile_lines("POST /cdi/v1/queries, one gunicorn worker, the same run",
                                    prof["gateway_submit"]))
-    for name, lines in result["server_log_problems"].items():
-        if lines:
-            print(f"\n{name} log reported {len(lines)} problem line(s), first ones:")
-            print("\n".join("  " + line for line in lines[:10]))
+    report.print_log_problems(result["server_log_problems"])
 
 
 # -- main ------------------------------------------------------------------------------------------

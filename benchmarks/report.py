@@ -109,3 +109,11 @@ def profile_lines(name: str, profile: dict) -> str:
     lines.append("  where the samples landed (self):")
     lines += [f"  {s['share']:5.1f}%  {s['frame']}" for s in profile["self_top"]]
     return "\n".join(lines)
+
+
+def print_log_problems(problems: dict[str, list[str]]) -> None:
+    """Each server's log lines that reported errors or warnings (the first ten)."""
+    for name, lines in problems.items():
+        if lines:
+            print(f"\n{name} log reported {len(lines)} problem line(s), first ones:")
+            print("\n".join("  " + line for line in lines[:10]))

@@ -234,10 +234,7 @@ def print_report(result: dict) -> None:
     for name, profile in result["profiles"].items():
         print()
         print(report.profile_lines(name, profile))
-    for name, lines in result["server_log_problems"].items():
-        if lines:
-            print(f"\n{name} log reported {len(lines)} problem line(s), first ones:")
-            print("\n".join("  " + line for line in lines[:10]))
+    report.print_log_problems(result["server_log_problems"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,18 +172,26 @@ class Gunicorn:
         return [int(c) for c in children]
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def problems(self) -> list[str]:
-        """Log lines that report errors or warnings (worker exits, tracebacks, 5xx causes)."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if any(m in line for m in PROBLEM_MARKERS)]
+        return log_problems(self.log_path)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def log_problems(path: Path) -> list[str]:
+    """Log lines that report errors or warnings (worker exits, tracebacks, 5xx causes)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if any(m in line for m in PROBLEM_MARKERS)]
 
 
 @contextmanager

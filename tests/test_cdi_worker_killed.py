@@ -52,7 +52,21 @@ JOB_TIMEOUT, STALE_AFTER, RELAY_EVERY = 2, 3, 1     # the workers' settings (sec
 
 # -- servers of the test's own ------------------------------------------------------------------
 
-class HeldDepartments:
+class _Served:
+    """A test server on its own thread (``server``, ``thread``), holding requests until
+    ``release`` is set; stopped (and anything held let go) when the ``with`` block ends."""
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HeldDepartments(_Served):
     """The mock departments (``connectors.mock.departments``) over HTTP, holding the first
     identity lookup open until ``release`` is set: ``held`` is set once it has arrived."""
 
@@ -80,17 +94,9 @@ class HeldDepartments:
         with self._lock:
             return self.lookups.count(IDENTITY)
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
-class CallbackReceiver:
+class CallbackReceiver(_Served):
     """The FI's callback endpoint: records every POST (its body and Content-Type) as it
     arrives, answers 200; with ``hold_first`` the first POST is answered only once ``release``
     is set (a slow receiver)."""
@@ -132,14 +138,6 @@ class CallbackReceiver:
         with self.lock:
             return len(self.posts)
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # -- workers -------------------------------------------------------------------------------------
