@@ -192,6 +192,8 @@ class Connector(abc.ABC):
         """Answer the asked items this source holds for the citizen."""
 
     def _load(self, schema, body: dict) -> dict:
+        """The reply loaded by its schema (a marshmallow schema, or its ``QuickCheck``), or
+        ``BadReply`` naming the fields that failed."""
         try:
             return schema.load(body)
         except ValidationError as exc:

@@ -3,13 +3,14 @@ residential address counts as verified only when an address proof backs it."""
 from __future__ import annotations
 
 from schemas.departments import ProfileReply
+from schemas.quick_check import QuickCheck
 
 from .base import Connector, ItemValue, SubjectNotFound
 
 
 class EMEConnector(Connector):
     source = "eme"
-    schema = ProfileReply()
+    schema = QuickCheck(ProfileReply())
 
     def fetch(self, hkid: str, items: list[str]) -> dict[str, ItemValue]:
         reply = self._load(self.schema, self.client.lookup("/eme/v1/profile", {"hkid": hkid}))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from schemas.departments import IdentityReply
 from schemas.hkid import display
+from schemas.quick_check import QuickCheck
 
 from .base import Connector, ItemValue
 
@@ -12,7 +13,7 @@ _FIELDS = {"identity.name_en": "name_en", "identity.name_zh": "name_zh",
 
 class ImmigrationConnector(Connector):
     source = "immd"
-    schema = IdentityReply()
+    schema = QuickCheck(IdentityReply())
 
     def fetch(self, hkid: str, items: list[str]) -> dict[str, ItemValue]:
         reply = self._load(self.schema, self.client.lookup("/immd/v1/identity", {"hkid": hkid}))

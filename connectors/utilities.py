@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from schemas.departments import AddressProofReply, BillReply
+from schemas.quick_check import QuickCheck
 
 from .base import Connector, ItemValue, SubjectNotFound
 
 
 class UtilitiesConnector(Connector):
     source = "utilities"
-    schema = AddressProofReply()
-    bill_schema = BillReply()
+    schema = QuickCheck(AddressProofReply())
+    bill_schema = QuickCheck(BillReply())
 
     def bill(self, hkid: str, issuer: str, account_reference: str) -> dict | None:
         """The issuer's bill on that account for this citizen (None: the issuer has none)."""

@@ -7,7 +7,6 @@ the one error mapping.
 from __future__ import annotations
 
 import re
-import secrets
 
 from flask import Flask, g, request
 
@@ -69,22 +68,26 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
         app.register_blueprint(blueprint)
     http_errors.init_app(app)
     from gateway import logs, metrics
+    from gateway.logs import new_request_id
     metrics.init_app(app)
     logs.configure()
 
     @app.before_request
     def _request_id():
-        g.request_id = secrets.token_hex(8)
+        g.request_id = new_request_id()
 
-    plain = {name: value.replace("{form_targets}", "") for name, value in SECURITY_HEADERS.items()}
+    plain = [(name, name.lower(), value.replace("{form_targets}", ""))
+             for name, value in SECURITY_HEADERS.items()]
 
     @app.after_request
     def _headers(resp):
         extra = _form_targets()
-        for name, value in plain.items():
-            if name not in resp.headers:
-                resp.headers[name] = value if not extra else \
-                    SECURITY_HEADERS[name].replace("{form_targets}", extra)
+        headers = resp.headers
+        present = {name.lower() for name, _ in headers.items()}   # a view may set its own
+        for name, lower, value in plain:
+            if lower not in present:
+                headers.add(name, value if not extra else
+                            SECURITY_HEADERS[name].replace("{form_targets}", extra))
         if request.path.startswith(("/me", "/login", "/oauth/", "/api/", "/log/")):
             resp.headers["Cache-Control"] = "no-store"
         return resp

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 
 class Clock:
@@ -16,5 +15,16 @@ class Clock:
         self.offset += seconds
 
 
+_last_rfc3339: tuple[int | None, str] = (None, "")
+
+
 def rfc3339(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``ts`` (seconds since the epoch) as UTC, ``2026-12-06T06:30:00Z``. The last answer is
+    kept: the entries and replies of one second all ask for the same one."""
+    global _last_rfc3339
+    last = _last_rfc3339
+    if last[0] == ts:
+        return last[1]
+    text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    _last_rfc3339 = (ts, text)
+    return text

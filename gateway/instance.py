@@ -191,4 +191,6 @@ class Gateway:
     def close(self) -> None:
         if self.router.pool is not None:
             self.router.pool.shutdown(wait=False)
+        if self.prepared is not None:
+            self.prepared.close()
         self.db.engine.dispose()

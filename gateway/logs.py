@@ -9,8 +9,11 @@ brackets (``tests/test_logs.py`` runs the whole demo and finds none).
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
+import secrets
 import sys
 from contextvars import ContextVar
 
@@ -63,6 +66,19 @@ def configure(level: int = logging.INFO, stream=None) -> logging.Handler:
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+_ids = {"pid": None, "prefix": "", "next": None}
+
+
+def new_request_id() -> str:
+    """A new request's id: 16 hex digits, unique in this process's life (a random prefix per
+    process, then a counter) and across processes (the prefix is drawn again after a fork).
+    Not a secret — it is sent to the departments and written in every log line — so it is not
+    drawn from the system's random source on every request."""
+    if _ids["pid"] != os.getpid():
+        _ids.update(pid=os.getpid(), prefix=secrets.token_hex(4), next=itertools.count())
+    return f"{_ids['prefix']}{next(_ids['next']) & 0xFFFFFFFF:08x}"
 
 
 def request_id() -> str | None:

@@ -33,20 +33,34 @@ CONNECTOR_CALLS = Counter("cdeg_connector_calls_total", "Calls to the department
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
+# Each labelled series, found once: ``labels()`` checks and locks on every call, and a data
+# call counts ten of them. Every label here is bounded (route rules, methods, statuses, the
+# catalogue's items, the sources), so this holds a few hundred at most; the series are
+# prometheus-client's own (``labels()`` answers the same object every time).
+_SERIES: dict[tuple, object] = {}
+
+
+def _series(metric, *values: str):
+    key = (metric, values)
+    found = _SERIES.get(key)
+    if found is None:
+        found = _SERIES[key] = metric.labels(*values)
+    return found
+
 
 def released(items, route: str) -> None:
     for item in items:
-        RELEASES.labels(item=item, route=route).inc()
+        _series(RELEASES, item, route).inc()
 
 
 def connector_call(source: str, outcome: str) -> None:
-    CONNECTOR_CALLS.labels(source=source, outcome=outcome).inc()
+    _series(CONNECTOR_CALLS, source, outcome).inc()
 
 
 def tokens_minted(body: dict) -> None:
-    TOKENS.labels(kind="access").inc()
+    _series(TOKENS, "access").inc()
     if body.get("refresh_token"):
-        TOKENS.labels(kind="refresh").inc()
+        _series(TOKENS, "refresh").inc()
 
 
 class LedgerState:
@@ -122,10 +136,10 @@ def init_app(app) -> None:
     def _counted(resp):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         method = request.method if request.method in METHODS else "other"   # a bounded label
-        REQUESTS.labels(route=route, method=method, status=str(resp.status_code)).inc()
+        _series(REQUESTS, route, method, str(resp.status_code)).inc()
         started = g.get("metrics_started")
         if started is not None:
-            LATENCY.labels(route=route).observe(time.perf_counter() - started)
+            _series(LATENCY, route).observe(time.perf_counter() - started)
         return resp
 
 

@@ -177,6 +177,27 @@ def test_token_in_the_query_string_is_refused(flow, tokens):
     assert resp.status_code == 401
 
 
+def test_a_data_call_never_reads_or_writes_a_citizen_session(flow, tokens, monkeypatch):
+    """The bearer edges are called by machines: a session cookie sent along is not looked up
+    in Redis, and no cookie is set."""
+    def looked_up(*args):
+        pytest.fail("the data API read a citizen session")
+    monkeypatch.setattr(flow.gw.redis, "session_get", looked_up)
+    flow.requester.set_cookie("cdeg_session", "s" * 43)
+    resp = flow.data(tokens["access_token"])
+    assert resp.status_code == 200
+    assert "Set-Cookie" not in resp.headers
+
+
+def test_token_in_a_form_body_is_refused_even_beside_the_header(flow, tokens):
+    """RFC 6750 2.2's form-encoded body parameter is not accepted, and a request sending the
+    token two ways (section 2: MUST NOT) is not served by the header's copy."""
+    resp = flow.requester.get("/api/v1/data", data={"access_token": tokens["access_token"]},
+                              headers={"Authorization": "Bearer " + tokens["access_token"]})
+    assert resp.status_code == 401
+    assert "Authorization header only" in resp.get_json()["detail"]
+
+
 def test_items_outside_the_consent_are_refused_with_field_errors(flow, tokens):
     before = ledger_snapshot(flow.gw)
     resp = flow.data(tokens["access_token"], items="identity.name_en,contact.mobile")

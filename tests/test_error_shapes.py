@@ -3,6 +3,8 @@ JSON at the OAuth endpoints, RFC 9457 problem documents at the API and the well-
 endpoints, a page in the citizen's language on the citizen pages (authorize included)."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from gateway import errors
@@ -93,6 +95,9 @@ def test_a_database_that_does_not_answer_is_503_not_500(flow, monkeypatch):
     flow.gw.db.dispose()
     refuse = _refuse_postgresql if flow.gw.db.dialect.name == "postgresql" else _refuse_sqlite
     monkeypatch.setattr(flow.gw.db.pool, "_creator", refuse)
+    if flow.gw.prepared is not None:      # the data path's own connections (store/prepared.py)
+        flow.gw.prepared.close()
+        monkeypatch.setattr(flow.gw.prepared, "connect", refuse)
     resp = flow.data(tokens["access_token"])
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
     body = resp.get_json()
@@ -108,6 +113,11 @@ def test_a_pool_with_no_connection_free_in_time_is_503(flow, monkeypatch):
         raise PoolTimeout("QueuePool limit reached")
 
     monkeypatch.setattr(flow.gw.db.pool, "connect", exhausted)   # every checkout, all paths
+    if flow.gw.prepared is not None:      # and the data path's own pool: every slot taken
+        taken = threading.BoundedSemaphore(1)
+        taken.acquire()
+        monkeypatch.setattr(flow.gw.prepared, "_slots", taken)
+        monkeypatch.setattr(flow.gw.prepared, "timeout", 0.05)
     resp = flow.data(tokens["access_token"])
     assert resp.status_code == 503 and resp.mimetype == "application/problem+json"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 
 from gateway import logs
@@ -77,3 +78,21 @@ def test_a_jobs_log_lines_and_department_calls_carry_the_asking_requests_id(flow
     assert seen == {"request_id": "req0123456789abc", "sent": "req0123456789abc"}
     line = json.loads([x for x in stream.getvalue().splitlines() if "the job ran" in x][0])
     assert line["request_id"] == "req0123456789abc"
+
+
+def test_request_ids_are_unique_in_a_process_and_across_a_fork():
+    from gateway.logs import new_request_id
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:                  # a forked worker draws its own prefix
+        try:
+            os.write(write, new_request_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    forked = os.read(read, 64).decode()
+    os.waitpid(child, 0)
+    os.close(read)
+    assert forked[:8] != ids[0][:8] and forked not in ids

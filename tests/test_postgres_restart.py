@@ -34,10 +34,11 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, literal, select, text
 
 from gateway.errors import DatabaseUnavailable
 from gateway.store.db import audit_entries, authorization_codes, consents, pushed_requests, tokens
+from gateway.store.prepared import compiled
 
 from .conftest import ISSUER, REDIS_URL, build_app, make_config
 from .flow import BANK_DETAIL, Flow
@@ -267,11 +268,14 @@ def _check_unavailable_problem(call: Call, port: int) -> None:
 
 
 def _fill_pool(gw, size: int = 5) -> None:
-    """Five connections open at once, then all back in the pool, idle (pool_size is 5)."""
+    """Five connections open at once, then all back in the engine's pool, idle (pool_size is
+    5); and one idle in the data path's own pool (``gateway/store/prepared.py``)."""
     with contextlib.ExitStack() as stack:
         for conn in [stack.enter_context(gw.db.connect()) for _ in range(size)]:
             conn.execute(text("SELECT 1"))
     assert gw.db.pool.checkedin() == size
+    assert gw.prepared.one(compiled(select(literal(1))), {}) == (1,)
+    assert gw.prepared.idle() == 1
 
 
 def _as_call(k: int, items: list, resp) -> Call:

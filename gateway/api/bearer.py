@@ -9,7 +9,10 @@ from gateway.tokens.errors import TokenError
 
 
 def current_claims() -> dict:
-    if "access_token" in request.args or "access_token" in request.form:
+    # RFC 6750 2.2: a token in the body is a form-encoded one; any other body is not looked in
+    in_form = request.mimetype == "application/x-www-form-urlencoded" and \
+        "access_token" in request.form
+    if "access_token" in request.args or in_form:
         raise TokenError("tokens are accepted in the Authorization header only")
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

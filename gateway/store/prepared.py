@@ -1,30 +1,42 @@
-"""The data path's statements on PostgreSQL, prepared on the pool's own psycopg connections.
+"""The data path's statements on PostgreSQL, prepared on psycopg connections of their own.
 
-A data call makes two statements (the live grant's read, then the release's one-statement
-write). Through SQLAlchemy's execution layer each costs about 450 µs of CPU; the same statement
-prepared on the psycopg connection about 100 µs. So these two run here: the connection is
-checked out of the engine's pool (``Engine.raw_connection``: the same pool, the same limits,
-returned as any other checkout), in autocommit, each statement prepared once per connection
-(``prepare=True``) and then sent by name. The SQL text is compiled once from the SQLAlchemy
-statements the rest of the code uses, so there is one definition of each.
+A data call makes one or two statements (the live grant's read, then the release's
+one-statement write). Through SQLAlchemy's execution layer each costs about 450 µs of CPU; the
+same statement prepared on a psycopg connection about 100 µs. So these run here, each prepared
+once per connection (``prepare=True``) and then sent by name. The SQL text is compiled once
+from the SQLAlchemy statements the rest of the code uses, so there is one definition of each.
+
+The connections are this module's own, opened with the engine's own connection arguments
+(``create_connect_args``: the same server, user and type adapters) and kept in autocommit —
+each statement its own transaction, so nothing has to be reset between users and a connection
+goes straight back to the idle list. A small pool: at most ``size`` open at once per process
+(a caller waits up to ``timeout`` seconds for one, then gets ``DatabaseUnavailable``), the most
+recently used taken first, none older than ``recycle`` seconds. After a fork the parent's
+connections are left to the parent (never closed from the child, which would end them).
 
 Errors are the gateway's as everywhere else (``db.translate``): a lost connection is
-``DatabaseUnavailable`` (503) and, as SQLAlchemy does on a disconnect, every connection of
-that pool's generation is replaced at its next checkout; a lost race is ``Contention``. SQLite (the embedded default) does not come here.
+``DatabaseUnavailable`` (503) and, as SQLAlchemy does on a disconnect, every idle connection is
+thrown away too — this pool's and the engine's, whichever side met the dead server first — so
+one request fails, not one per pooled connection; a lost race is ``Contention``. SQLite (the
+embedded default) does not come here.
 """
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import psycopg
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
+from gateway.errors import DatabaseUnavailable
 from gateway.store import db
 
 _DIALECT = postgresql.dialect(paramstyle="pyformat")
@@ -51,36 +63,99 @@ def _mapped(exc: BaseException, *, lost: bool) -> BaseException:
     return db.translate(exc, disconnect=lost, fallback=type(exc).__name__) or exc
 
 
-class Prepared:
-    """Autocommit statements on the engine's pooled psycopg connections."""
+_FORKED_AWAY: list = []   # a parent's connections, seen in a forked child: kept, never closed
 
-    def __init__(self, engine: Engine):
+
+class Prepared:
+    """Autocommit statements on a small pool of psycopg connections of their own."""
+
+    def __init__(self, engine: Engine, *, size: int = 8, timeout: float = 30.0,
+                 recycle: float = 1800.0):
         self.engine = engine
+        self.timeout, self.recycle = timeout, recycle
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        self._connect_args = (args, {**kwargs, "autocommit": True})
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[tuple[psycopg.Connection, float]] = []   # (connection, opened at)
+        self._pid = os.getpid()
+
+        @event.listens_for(engine, "handle_error")
+        def _engine_lost_its_server(context):   # and the other way round
+            if context.is_disconnect:
+                self._drop_idle()
+
+    def _take(self) -> tuple[psycopg.Connection, float]:
+        with self._lock:
+            if self._pid != os.getpid():       # forked: those sockets are the parent's
+                _FORKED_AWAY.extend(self._idle)
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                conn, opened = self._idle.pop()
+                if not conn.closed and time.monotonic() - opened < self.recycle:
+                    return conn, opened
+                conn.close()
+        try:
+            conn = self.connect()
+        except psycopg.Error as exc:           # no connection to be had: down
+            raise _mapped(exc, lost=True) from exc
+        return conn, time.monotonic()
+
+    def connect(self) -> psycopg.Connection:
+        """A new connection, as the engine would open it, in autocommit."""
+        args, kwargs = self._connect_args
+        return psycopg.connect(*args, **kwargs)
+
+    def _give_back(self, conn: psycopg.Connection, opened: float) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                self._idle.append((conn, opened))
+                return
+        conn.close()
+
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
 
     @contextmanager
     def cursor(self) -> Iterator[psycopg.Cursor]:
+        if not self._slots.acquire(timeout=self.timeout):
+            raise DatabaseUnavailable()        # every connection busy: 503, as the pool's wait
         try:
-            fairy = self.engine.raw_connection()
-        except (psycopg.Error, DBAPIError) as exc:   # no connection to be had: down
-            raise _mapped(getattr(exc, "orig", exc), lost=True) from exc
-        raw: psycopg.Connection = fairy.driver_connection
-        try:
-            raw.autocommit = True        # each statement its own transaction
-            with raw.cursor() as cur:
-                yield cur
-        except psycopg.Error as exc:
-            lost = raw.closed or self.engine.dialect.is_disconnect(exc, raw, None)
-            if lost:   # as SQLAlchemy does: every connection of this one's generation is stale
-                self.engine.pool._invalidate(fairy, exc)
-            mapped = _mapped(exc, lost=lost)
-            if mapped is exc:
+            conn, opened = self._take()
+            try:
+                with conn.cursor() as cur:
+                    yield cur
+            except psycopg.Error as exc:
+                lost = conn.closed or conn.broken
+                if lost:   # the server went away: the idle ones went with it, and the
+                    conn.close()   # engine's pooled ones too (replaced at their next checkout)
+                    self._drop_idle()
+                    self.engine.pool._invalidate(None, exc, _checkin=False)
+                else:
+                    self._give_back(conn, opened)
+                mapped = _mapped(exc, lost=lost)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+            except BaseException:
+                conn.close()                   # whatever state it is in, it is not reused
                 raise
-            raise mapped from exc
+            else:
+                self._give_back(conn, opened)
         finally:
-            if not raw.closed:
-                raw.autocommit = False   # as the pool's other users expect it
-            fairy.close()
+            self._slots.release()
 
     def one(self, statement: Statement, given: Mapping) -> tuple | None:
         with self.cursor() as cur:
             return cur.execute(statement.sql, statement.params(given), prepare=True).fetchone()
+
+    def idle(self) -> int:
+        """How many connections wait in the pool, open and unused."""
+        with self._lock:
+            return len(self._idle)
+
+    def close(self) -> None:
+        self._drop_idle()

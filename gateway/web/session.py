@@ -14,6 +14,9 @@ from werkzeug.datastructures import CallbackDict
 from gateway.errors import StoreUnavailable
 
 COOKIE = "cdeg_session"
+# The bearer-token edges (the data API, forms, CDI): a machine calls them, never a citizen's
+# browser, so no session is read or written for them (Flask's null session: none to save).
+SESSIONLESS_PATHS = ("/api/", "/cdi/")
 
 
 class CitizenSession(CallbackDict, SessionMixin):
@@ -45,6 +48,8 @@ class RedisSessionInterface(SessionInterface):
         self.gw = gw
 
     def open_session(self, app, request):
+        if request.path.startswith(SESSIONLESS_PATHS):
+            return self.make_null_session(app)
         sid = request.cookies.get(COOKIE)
         if sid and 20 <= len(sid) <= 64:
             try:
