@@ -7,6 +7,7 @@ the one error mapping.
 from __future__ import annotations
 
 import re
+import time
 
 from flask import Flask, g, request
 
@@ -73,8 +74,8 @@ def create_app(config: Config | None = None, *, clock=None, departments=None) ->
     logs.configure()
 
     @app.before_request
-    def _request_id():
-        g.request_id = new_request_id()
+    def _begin():
+        g.request_id, g.started = new_request_id(), time.perf_counter()
 
     plain = [(name, name.lower(), value.replace("{form_targets}", ""))
              for name, value in SECURITY_HEADERS.items()]

@@ -128,16 +128,12 @@ def init_app(app) -> None:
     """Count every request: its route (the rule, never the URL: no ids), method, status, time."""
     from flask import g, request
 
-    @app.before_request
-    def _started():
-        g.metrics_started = time.perf_counter()
-
     @app.after_request
     def _counted(resp):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         method = request.method if request.method in METHODS else "other"   # a bounded label
         _series(REQUESTS, route, method, str(resp.status_code)).inc()
-        started = g.get("metrics_started")
+        started = g.get("started")       # set by create_app's first hook
         if started is not None:
             _series(LATENCY, route).observe(time.perf_counter() - started)
         return resp

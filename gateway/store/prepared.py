@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NoReturn
 
 import psycopg
 from sqlalchemy import event
@@ -63,6 +64,14 @@ def _mapped(exc: BaseException, *, lost: bool) -> BaseException:
     return db.translate(exc, disconnect=lost, fallback=type(exc).__name__) or exc
 
 
+@dataclass(slots=True)
+class _Held:
+    """A pooled connection, the one cursor its statements use, and when it was opened."""
+    conn: psycopg.Connection
+    cursor: psycopg.Cursor
+    opened: float
+
+
 _FORKED_AWAY: list = []   # a parent's connections, seen in a forked child: kept, never closed
 
 
@@ -77,7 +86,7 @@ class Prepared:
         self._connect_args = (args, {**kwargs, "autocommit": True})
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
-        self._idle: list[tuple[psycopg.Connection, float]] = []   # (connection, opened at)
+        self._idle: list[_Held] = []
         self._pid = os.getpid()
 
         @event.listens_for(engine, "handle_error")
@@ -85,72 +94,90 @@ class Prepared:
             if context.is_disconnect:
                 self._drop_idle()
 
-    def _take(self) -> tuple[psycopg.Connection, float]:
-        with self._lock:
-            if self._pid != os.getpid():       # forked: those sockets are the parent's
-                _FORKED_AWAY.extend(self._idle)
-                self._idle, self._pid = [], os.getpid()
-            while self._idle:
-                conn, opened = self._idle.pop()
-                if not conn.closed and time.monotonic() - opened < self.recycle:
-                    return conn, opened
-                conn.close()
-        try:
-            conn = self.connect()
-        except psycopg.Error as exc:           # no connection to be had: down
-            raise _mapped(exc, lost=True) from exc
-        return conn, time.monotonic()
-
     def connect(self) -> psycopg.Connection:
         """A new connection, as the engine would open it, in autocommit."""
         args, kwargs = self._connect_args
         return psycopg.connect(*args, **kwargs)
 
-    def _give_back(self, conn: psycopg.Connection, opened: float) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                self._idle.append((conn, opened))
-                return
-        conn.close()
+    def one(self, statement: Statement, given: Mapping) -> tuple | None:
+        """``statement`` with ``given`` as its own transaction: its first row (None: none)."""
+        held = self._checkout()
+        try:
+            found = held.cursor.execute(statement.sql, statement.params(given),
+                                        prepare=True).fetchone()
+        except BaseException as exc:
+            self._failed(held, exc)
+        self._checkin(held)
+        return found
+
+    @contextmanager
+    def cursor(self) -> Iterator[psycopg.Cursor]:
+        """A pooled connection's cursor, for statements of one's own (autocommit)."""
+        held = self._checkout()
+        try:
+            yield held.cursor
+        except BaseException as exc:
+            self._failed(held, exc)
+        self._checkin(held)
+
+    def _checkout(self) -> _Held:
+        if not self._slots.acquire(timeout=self.timeout):
+            raise DatabaseUnavailable()        # every connection busy: 503, as the pool's wait
+        try:
+            with self._lock:
+                if self._pid != os.getpid():   # forked: those sockets are the parent's
+                    _FORKED_AWAY.extend(self._idle)
+                    self._idle, self._pid = [], os.getpid()
+                while self._idle:
+                    held = self._idle.pop()
+                    if not held.conn.closed and time.monotonic() - held.opened < self.recycle:
+                        return held
+                    held.conn.close()
+            try:
+                conn = self.connect()
+            except psycopg.Error as exc:       # no connection to be had: down
+                raise _mapped(exc, lost=True) from exc
+            return _Held(conn, conn.cursor(), time.monotonic())
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _checkin(self, held: _Held) -> None:
+        try:
+            with self._lock:
+                if self._pid == os.getpid():
+                    self._idle.append(held)
+                    return
+            held.conn.close()
+        finally:
+            self._slots.release()
+
+    def _failed(self, held: _Held, exc: BaseException) -> NoReturn:
+        """Give ``held`` back or throw it away after ``exc``; raise the gateway's error."""
+        try:
+            if not isinstance(exc, psycopg.Error):
+                held.conn.close()              # whatever state it is in, it is not reused
+                raise exc
+            lost = held.conn.closed or held.conn.broken
+            if lost:   # the server went away: the idle ones went with it, and the engine's
+                held.conn.close()   # pooled ones too (replaced at their next checkout)
+                self._drop_idle()
+                self.engine.pool._invalidate(None, exc, _checkin=False)
+            else:      # the statement's own error: the connection is fine (autocommit)
+                with self._lock:
+                    self._idle.append(held)
+            mapped = _mapped(exc, lost=lost)
+            if mapped is exc:
+                raise exc
+            raise mapped from exc
+        finally:
+            self._slots.release()
 
     def _drop_idle(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            conn.close()
-
-    @contextmanager
-    def cursor(self) -> Iterator[psycopg.Cursor]:
-        if not self._slots.acquire(timeout=self.timeout):
-            raise DatabaseUnavailable()        # every connection busy: 503, as the pool's wait
-        try:
-            conn, opened = self._take()
-            try:
-                with conn.cursor() as cur:
-                    yield cur
-            except psycopg.Error as exc:
-                lost = conn.closed or conn.broken
-                if lost:   # the server went away: the idle ones went with it, and the
-                    conn.close()   # engine's pooled ones too (replaced at their next checkout)
-                    self._drop_idle()
-                    self.engine.pool._invalidate(None, exc, _checkin=False)
-                else:
-                    self._give_back(conn, opened)
-                mapped = _mapped(exc, lost=lost)
-                if mapped is exc:
-                    raise
-                raise mapped from exc
-            except BaseException:
-                conn.close()                   # whatever state it is in, it is not reused
-                raise
-            else:
-                self._give_back(conn, opened)
-        finally:
-            self._slots.release()
-
-    def one(self, statement: Statement, given: Mapping) -> tuple | None:
-        with self.cursor() as cur:
-            return cur.execute(statement.sql, statement.params(given), prepare=True).fetchone()
+        for held in idle:
+            held.conn.close()
 
     def idle(self) -> int:
         """How many connections wait in the pool, open and unused."""

@@ -12,6 +12,7 @@ from gateway import http_errors
 from gateway.errors import FormExpired, StoreUnavailable
 
 from .i18n import LANGS, pick, translator
+from .session import SESSIONLESS_PATHS
 
 bp = Blueprint("web", __name__, template_folder="templates")
 http_errors.use(bp, http_errors.as_page)
@@ -20,6 +21,8 @@ http_errors.use(bp, http_errors.as_page)
 
 @bp.before_app_request
 def _session_store_answers_and_language_is_remembered():
+    if request.path.startswith(SESSIONLESS_PATHS):
+        return                  # no session there (web/session.py), and no language to keep
     if getattr(session, "unavailable", False):
         raise StoreUnavailable("session store did not answer")
     if request.args.get("lang") in LANGS:
