@@ -31,11 +31,31 @@ _CLEAN_ORIGIN = re.compile(r"https?://(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[
                            r"(?::[0-9]{1,5})?\Z")
 
 
+class GatewayFlask(Flask):
+    """Flask, asking once per view or hook whether it is a coroutine function (Flask's own
+    ``ensure_sync`` asks ``inspect`` for each of them on every request). Bounded: a function
+    made per request (``after_this_request``) is asked about as Flask does, never kept."""
+
+    SYNC_KEPT = 512
+
+    def ensure_sync(self, func):
+        kept = self.__dict__.setdefault("_sync", {})
+        try:
+            return kept[func]
+        except KeyError:
+            found = super().ensure_sync(func)
+            if len(kept) < self.SYNC_KEPT:
+                kept[func] = found
+            return found
+        except TypeError:          # not hashable
+            return super().ensure_sync(func)
+
+
 def create_app(config: Config | None = None, *, clock=None, departments=None) -> Flask:
     config = config or Config.from_env()
     from schemas.forms import forms
     forms()   # every form file valid before anything serves (FormError names file and key)
-    app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
+    app = GatewayFlask(__name__, static_folder="web/static", template_folder="web/templates")
     gw = Gateway(config, clock=clock, departments=departments)
     from gateway.requester_registry import check_stored_policies
     try:

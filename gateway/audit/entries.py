@@ -31,9 +31,11 @@ APPENDED = "cdeg_log_appended"    # in a connection's info: this transaction wro
 SHARDS_OPTION = "cdeg_log_shards"
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def body_of(entry: dict) -> str:
-    return json.dumps({k: entry[k] for k in BODY_FIELDS}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL({k: entry[k] for k in BODY_FIELDS})
 
 
 def leaf_hash(body: str) -> str:
