@@ -26,7 +26,6 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from marshmallow.utils import missing
 
 _FALLBACK = object()      # "not plainly valid: ask marshmallow"
-Check = Callable[[object], object]
 
 
 def _validator(v: validate.Validator) -> Callable[[object], bool]:
@@ -45,36 +44,39 @@ def _validator(v: validate.Validator) -> Callable[[object], bool]:
     raise TypeError(f"cannot compile the validator {v!r}")
 
 
-def _field(name: str, field: fields.Field) -> Check:
+def _field(name: str, field: fields.Field) -> Callable[[object], object]:
     if field.data_key not in (None, name) or field.attribute not in (None, name) \
             or field.load_default is not missing or field.pre_load or field.post_load:
         raise TypeError(f"cannot compile the field {name!r}: it renames, defaults or transforms")
     allow_none = field.allow_none
     checks = tuple(_validator(v) for v in field.validators)
     if type(field) is fields.String:
-        def value_of(value):
-            return value if type(value) is str else _FALLBACK
+        plain = str
     elif type(field) is fields.Boolean:
-        def value_of(value):
-            return value if value is True or value is False else _FALLBACK
+        plain = bool
     elif type(field) is fields.Nested and not field.many and isinstance(field.schema, Schema):
-        nested = QuickCheck(field.schema)
+        nested = QuickCheck(field.schema).checked
 
-        def value_of(value):
-            return nested.checked(value)
+        def check(value):
+            if value is None:
+                return None if allow_none else _FALLBACK
+            out = nested(value)
+            if out is not _FALLBACK:
+                for ok in checks:
+                    if not ok(out):
+                        return _FALLBACK
+            return out
+        return check
     else:
         raise TypeError(f"cannot compile the field {name!r} ({type(field).__name__})")
 
-    def check(value):
-        if value is None:
-            return None if allow_none else _FALLBACK
-        out = value_of(value)
-        if out is _FALLBACK:
-            return _FALLBACK
+    def check(value):   # a str for a String, True or False for a Boolean, as it was sent
+        if type(value) is not plain:
+            return None if value is None and allow_none else _FALLBACK
         for ok in checks:
-            if not ok(out):
+            if not ok(value):
                 return _FALLBACK
-        return out
+        return value
     return check
 
 
