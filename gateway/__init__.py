@@ -33,8 +33,10 @@ _CLEAN_ORIGIN = re.compile(r"https?://(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[
 
 class GatewayFlask(Flask):
     """Flask, asking once per view or hook whether it is a coroutine function (Flask's own
-    ``ensure_sync`` asks ``inspect`` for each of them on every request). Bounded: a function
-    made per request (``after_this_request``) is asked about as Flask does, never kept."""
+    ``ensure_sync`` asks ``inspect`` for each of them on every request). Bounded: the first
+    ``SYNC_KEPT`` functions asked about are kept for the life of the process — the app's views
+    and hooks, a few dozen; functions made per request (``after_this_request``, which nothing
+    here uses) would fill it and then be asked about as Flask does."""
 
     SYNC_KEPT = 512
 

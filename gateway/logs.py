@@ -68,17 +68,19 @@ def configure(level: int = logging.INFO, stream=None) -> logging.Handler:
     return handler
 
 
-_ids = {"pid": None, "prefix": "", "next": None}
+_ids: tuple[int, str, itertools.count] | None = None   # (pid, prefix, counter), read at once
 
 
 def new_request_id() -> str:
-    """A new request's id: 16 hex digits, unique in this process's life (a random prefix per
-    process, then a counter) and across processes (the prefix is drawn again after a fork).
-    Not a secret — it is sent to the departments and written in every log line — so it is not
-    drawn from the system's random source on every request."""
-    if _ids["pid"] != os.getpid():
-        _ids.update(pid=os.getpid(), prefix=secrets.token_hex(4), next=itertools.count())
-    return f"{_ids['prefix']}{next(_ids['next']) & 0xFFFFFFFF:08x}"
+    """A new request's id: 16 hex digits, a random prefix per process then a counter, so unique
+    in practice across processes (the prefix is drawn again after a fork) and within one until
+    the counter wraps at 2^32. Not a secret — it is sent to the departments and written in every
+    log line — so it is not drawn from the system's random source on every request."""
+    global _ids
+    ids = _ids
+    if ids is None or ids[0] != os.getpid():
+        ids = _ids = (os.getpid(), secrets.token_hex(4), itertools.count())
+    return f"{ids[1]}{next(ids[2]) & 0xFFFFFFFF:08x}"
 
 
 def request_id() -> str | None:

@@ -52,9 +52,11 @@ def _field(name: str, field: fields.Field) -> Callable[[object], object]:
     checks = tuple(_validator(v) for v in field.validators)
     if type(field) is fields.String:
         plain = str
-    elif type(field) is fields.Boolean:
+    elif type(field) is fields.Boolean and field.truthy == fields.Boolean.truthy \
+            and field.falsy == fields.Boolean.falsy:   # True and False load as themselves
         plain = bool
-    elif type(field) is fields.Nested and not field.many and isinstance(field.schema, Schema):
+    elif type(field) is fields.Nested and not field.many and isinstance(field.schema, Schema) \
+            and field.unknown in (None, EXCLUDE):      # the field may not make unknown keys fail
         nested = QuickCheck(field.schema).checked
 
         def check(value):

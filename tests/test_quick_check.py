@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from schemas.departments import (DISTRICTS, ISSUERS, REGIONS, AddressProofReply, BillReply,
                                  IdentityReply, ProfileReply)
@@ -138,27 +138,24 @@ def test_a_refused_reply_names_its_fields_in_marshmallows_words():
         "date_of_birth": ["not a date (YYYY-MM-DD)"]}
 
 
-class _Renamed(Schema):
+class _Lenient(Schema):
     class Meta:
-        unknown = EXCLUDE
+        unknown = EXCLUDE             # as the replies: only a field's own checks refuse
+
+
+class _Renamed(_Lenient):
     name = fields.String(data_key="full_name")
 
 
-class _Counted(Schema):
-    class Meta:
-        unknown = EXCLUDE
+class _Counted(_Lenient):
     count = fields.Integer()
 
 
-class _Ranged(Schema):
-    class Meta:
-        unknown = EXCLUDE
+class _Ranged(_Lenient):
     name = fields.String(validate=validate.Predicate("isupper"))
 
 
-class _Hooked(Schema):
-    class Meta:
-        unknown = EXCLUDE
+class _Hooked(_Lenient):
     name = fields.String()
 
     @post_load
@@ -170,7 +167,24 @@ class _Strict(Schema):
     name = fields.String()          # unknown keys raise (marshmallow's default)
 
 
-@pytest.mark.parametrize("schema", [_Renamed(), _Counted(), _Ranged(), _Hooked(), _Strict()],
+class _YesNo(_Lenient):
+    agreed = fields.Boolean(truthy={"yes"})                  # True refused
+
+
+class _NoOnly(_Lenient):
+    agreed = fields.Boolean(falsy={"no"})                    # False refused
+
+
+class _Inner(_Lenient):
+    name = fields.String()
+
+
+class _StrictInside(_Lenient):
+    inner = fields.Nested(_Inner, unknown=RAISE)           # unknown keys inside refused
+
+
+@pytest.mark.parametrize("schema", [_Renamed(), _Counted(), _Ranged(), _Hooked(), _Strict(),
+                                    _YesNo(), _NoOnly(), _StrictInside()],
                          ids=lambda s: type(s).__name__)
 def test_a_schema_it_cannot_check_as_marshmallow_would_is_refused_at_compile_time(schema):
     with pytest.raises(TypeError, match="cannot compile"):

@@ -11,7 +11,9 @@ The connections are this module's own, opened with the engine's own connection a
 each statement its own transaction, so nothing has to be reset between users and a connection
 goes straight back to the idle list. A small pool: at most ``size`` open at once per process
 (a caller waits up to ``timeout`` seconds for one, then gets ``DatabaseUnavailable``), the most
-recently used taken first, none older than ``recycle`` seconds. After a fork the parent's
+recently used taken first, none older than ``recycle`` seconds nor idle longer than
+``max_idle`` (a firewall or the server may have dropped it unseen), none given back with a
+transaction left open. After a fork the child starts with an empty pool: the parent's
 connections are left to the parent (never closed from the child, which would end them).
 
 Errors are the gateway's as everywhere else (``db.translate``): a lost connection is
@@ -25,6 +27,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,33 +69,50 @@ def _mapped(exc: BaseException, *, lost: bool) -> BaseException:
 
 @dataclass(slots=True)
 class _Held:
-    """A pooled connection, the one cursor its statements use, and when it was opened."""
+    """A pooled connection, the one cursor its statements use, when it was opened and when it
+    was last given back."""
     conn: psycopg.Connection
     cursor: psycopg.Cursor
     opened: float
+    used: float = 0.0
 
 
-_FORKED_AWAY: list = []   # a parent's connections, seen in a forked child: kept, never closed
+_POOLS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts every pool empty: the parent's connections (and any lock or slot
+    a parent's thread held at the fork) stay the parent's. They are only forgotten here, never
+    closed: psycopg ends a connection only in the process that opened it."""
+    for pool in list(_POOLS):
+        pool._start_empty()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Prepared:
     """Autocommit statements on a small pool of psycopg connections of their own."""
 
     def __init__(self, engine: Engine, *, size: int = 8, timeout: float = 30.0,
-                 recycle: float = 1800.0):
+                 recycle: float = 1800.0, max_idle: float = 120.0):
         self.engine = engine
-        self.timeout, self.recycle = timeout, recycle
+        self.size, self.timeout, self.recycle, self.max_idle = size, timeout, recycle, max_idle
         args, kwargs = engine.dialect.create_connect_args(engine.url)
         self._connect_args = (args, {**kwargs, "autocommit": True})
-        self._slots = threading.BoundedSemaphore(size)
-        self._lock = threading.Lock()
-        self._idle: list[_Held] = []
-        self._pid = os.getpid()
+        self._closed = False
+        self._start_empty()
+        _POOLS.add(self)
 
         @event.listens_for(engine, "handle_error")
         def _engine_lost_its_server(context):   # and the other way round
             if context.is_disconnect:
                 self._drop_idle()
+
+    def _start_empty(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.size)
+        self._lock = threading.Lock()
+        self._idle: list[_Held] = []
 
     def connect(self) -> psycopg.Connection:
         """A new connection, as the engine would open it, in autocommit."""
@@ -112,7 +132,8 @@ class Prepared:
 
     @contextmanager
     def cursor(self) -> Iterator[psycopg.Cursor]:
-        """A pooled connection's cursor, for statements of one's own (autocommit)."""
+        """A pooled connection's cursor, for statements of one's own (autocommit; a transaction
+        left open on it is not handed to the next user: the connection is closed instead)."""
         held = self._checkout()
         try:
             yield held.cursor
@@ -124,31 +145,35 @@ class Prepared:
         if not self._slots.acquire(timeout=self.timeout):
             raise DatabaseUnavailable()        # every connection busy: 503, as the pool's wait
         try:
+            now = time.monotonic()
             with self._lock:
-                if self._pid != os.getpid():   # forked: those sockets are the parent's
-                    _FORKED_AWAY.extend(self._idle)
-                    self._idle, self._pid = [], os.getpid()
                 while self._idle:
                     held = self._idle.pop()
-                    if not held.conn.closed and time.monotonic() - held.opened < self.recycle:
+                    if not held.conn.closed and now - held.opened < self.recycle \
+                            and now - held.used < self.max_idle:
                         return held
-                    held.conn.close()
-            try:
+                    held.conn.close()          # too old, or idle long enough for a firewall
+            try:                               # or the server to have dropped it unseen
                 conn = self.connect()
             except psycopg.Error as exc:       # no connection to be had: down
                 raise _mapped(exc, lost=True) from exc
-            return _Held(conn, conn.cursor(), time.monotonic())
+            return _Held(conn, conn.cursor(), now)
         except BaseException:
             self._slots.release()
             raise
 
+    def _reusable(self, held: _Held) -> bool:
+        return not self._closed and not held.conn.closed and \
+            held.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
     def _checkin(self, held: _Held) -> None:
         try:
-            with self._lock:
-                if self._pid == os.getpid():
+            if self._reusable(held):
+                held.used = time.monotonic()
+                with self._lock:
                     self._idle.append(held)
                     return
-            held.conn.close()
+            held.conn.close()                  # a transaction left open, or the pool closed
         finally:
             self._slots.release()
 
@@ -163,15 +188,16 @@ class Prepared:
                 held.conn.close()   # pooled ones too (replaced at their next checkout)
                 self._drop_idle()
                 self.engine.pool._invalidate(None, exc, _checkin=False)
-            else:      # the statement's own error: the connection is fine (autocommit)
-                with self._lock:
-                    self._idle.append(held)
+            else:      # the statement's own error: the connection is fine if no transaction
+                self._checkin(held)            # was left open (then it is closed)
+                held = None
             mapped = _mapped(exc, lost=lost)
             if mapped is exc:
                 raise exc
             raise mapped from exc
         finally:
-            self._slots.release()
+            if held is not None:
+                self._slots.release()
 
     def _drop_idle(self) -> None:
         with self._lock:
@@ -185,4 +211,6 @@ class Prepared:
             return len(self._idle)
 
     def close(self) -> None:
+        """Close the idle connections; those in use are closed when given back."""
+        self._closed = True
         self._drop_idle()
