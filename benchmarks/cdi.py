@@ -237,19 +237,6 @@ class WorkerPool:
 
 
 @contextmanager
-def running(pool: WorkerPool, connection: redis.Redis):
-    pool.start()
-    try:
-        pool.wait_ready(connection)
-        yield pool
-    except Exception:
-        print(f"--- {pool.name}: end of its log ---\n{pool.log_tail()}", file=sys.stderr)
-        raise
-    finally:
-        pool.stop()
-
-
-@contextmanager
 def rq_keys_deleted():
     """At the end, delete every key under this run's RQ_KEY_PREFIX."""
     try:
@@ -879,11 +866,11 @@ def main(argv: list[str] | None = None) -> int:
         gateway = stack.enter_context(servers.serving(servers.Gunicorn(
             "gateway", "gateway.wsgi:app", port, scratch / "gateway.log", env=env,
             workers=settings.gunicorn_workers), "/readyz"))
-        cdeg_workers = stack.enter_context(running(WorkerPool(
+        cdeg_workers = stack.enter_context(servers.serving(WorkerPool(
             "cdeg worker", servers.cdeg_command() + ["worker"], settings.workers,
             prefix + GATEWAY_QUEUE, scratch / "cdeg-worker.log", env), connection))
         floor_name = prefix + "floor"
-        floor_workers = stack.enter_context(running(WorkerPool(
+        floor_workers = stack.enter_context(servers.serving(WorkerPool(
             "rq floor worker", [sys.executable, "-m", "benchmarks.rq_floor", floor_name],
             settings.workers, floor_name, scratch / "floor-worker.log", env), connection))
         say(f"gateway at {gateway.url}, {settings.workers} cdeg workers, "

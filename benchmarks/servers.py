@@ -195,10 +195,12 @@ def log_problems(path: Path) -> list[str]:
 
 
 @contextmanager
-def serving(server: Gunicorn, ready_path: str):
+def serving(server, *ready):
+    """``server`` started, ready (``server.wait_ready(*ready)``: a gunicorn's path, a worker
+    pool's Redis connection), and stopped afterwards; its log's end is printed if it failed."""
     server.start()
     try:
-        server.wait_ready(ready_path)
+        server.wait_ready(*ready)
         yield server
     except Exception:
         print(f"--- {server.name}: end of its log ---\n{server.log_tail()}", file=sys.stderr)
